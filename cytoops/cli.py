@@ -1,0 +1,97 @@
+"""The `cytoops` command. Each subcommand is the thin I/O edge of one module's pure core.
+
+Bad input (a malformed plate, a wrong param) raises ValueError in the core; here it becomes one line on
+stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+
+import typer
+
+from cytoops import augment, demo, evaluate, features, pipeline, plate, train, wrangle
+
+app = typer.Typer(
+    help=(
+        "cytoops: train per-cytokine responder classifiers from 64x64 well thumbnails (actin, mito, nucleus), "
+        "compare architectures and augmentations honestly, and say which cytokines images predict.\n\n"
+        "Quick start: `cytoops demo-plate data/` writes a simulated plate; `cytoops validate data/` checks a "
+        "plate; `dvc repro` (or `cytoops run --data data --out out`) runs wrangle, augment, features, train "
+        "and evaluate. Parameters live in params.yaml; every stage takes --set section.key=value."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _friendly(fn: Callable) -> Callable:
+    """Bad input is one line and exit status 2, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except plate.PlateError as err:
+            for problem in err.problems:
+                typer.echo(str(problem), err=True)
+            raise typer.Exit(2) from None
+        except ValueError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def models_command(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the registered architectures with their trainable parameters (CNNs at 1 and 3 channels)."""
+    from cytoops import models
+
+    rows = [
+        {
+            "name": spec.name,
+            "study_name": spec.study_name,
+            "kind": spec.kind,
+            "input": "ViT-B/32 CLS features of 3 channels" if spec.kind == "vit" else "image, train.cnn_channels",
+            "trainable_params_1ch": models.count_trainable(spec.name, 1),
+            "trainable_params_3ch": models.count_trainable(spec.name, 3),
+        }
+        for spec in models.REGISTRY.values()
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo(f"{'name':<11} {'study name':<15} {'trainable @1ch':>15} {'@3ch':>10}  input")
+    for r in rows:
+        typer.echo(
+            f"{r['name']:<11} {r['study_name']:<15} {r['trainable_params_1ch']:>15,} {r['trainable_params_3ch']:>10,}  {r['input']}"
+        )
+
+
+COMMANDS: dict[str, Callable] = {
+    "demo-plate": demo.command,
+    "validate": plate.validate_command,
+    "wrangle": wrangle.command,
+    "augment": augment.command,
+    "features": features.command,
+    "train": train.command,
+    "evaluate": evaluate.command,
+    "run": pipeline.command,
+    "summary": evaluate.summary_command,
+    "models": models_command,
+}
+for _name, _fn in COMMANDS.items():
+    app.command(_name)(_friendly(_fn))
+
+
+def main() -> None:
+    """Console entry point: quiet TensorFlow's C++ start-up chatter, then run the app."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    app()

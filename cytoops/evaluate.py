@@ -1,0 +1,197 @@
+"""evaluate: out-of-fold predictions -> per-fold scores, a summary, and the study's figures.
+
+`score` and `summarize` are the pure core; `figures` draws; `command` does the I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import typer
+from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+
+from cytoops import params as params_mod
+from cytoops import train as train_mod
+from cytoops.params import EvaluateParams
+
+UNIT = ["architecture", "augmentation", "cytokine", "repeat", "fold"]
+MODEL = ["architecture", "augmentation"]
+METRICS = ["f1", "precision", "recall", "roc_auc", "balanced_accuracy"]
+
+
+def fold_scores(label: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    call = (prob >= threshold).astype(int)
+    both = len(np.unique(label)) == 2
+    return {
+        "f1": f1_score(label, call, zero_division=0),
+        "precision": precision_score(label, call, zero_division=0),
+        "recall": recall_score(label, call, zero_division=0),
+        "roc_auc": roc_auc_score(label, prob) if both else np.nan,
+        "balanced_accuracy": balanced_accuracy_score(label, call) if both else np.nan,
+    }
+
+
+def score(predictions: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
+    """Tidy scores: one row per (architecture, augmentation, cytokine, fold)."""
+    rows = [
+        {**dict(zip(UNIT, key, strict=True)), **fold_scores(g.label.to_numpy(), g.prob.to_numpy())}
+        for key, g in predictions.groupby(UNIT, sort=True)
+    ]
+    scores = pd.DataFrame(rows, columns=[*UNIT, *METRICS])
+    sizes = fits[[*UNIT, "n_train", "n_test"]]
+    return scores.merge(sizes, on=UNIT, how="left")
+
+
+def per_cytokine(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean over folds (and repeats) per (architecture, augmentation, cytokine)."""
+    return scores.groupby([*MODEL, "cytokine"], as_index=False)[METRICS].mean()
+
+
+def summarize(scores: pd.DataFrame, p: EvaluateParams, n_kept: int, n_failed: int) -> dict:
+    """Per model: mean F1 over cytokines and how many cytokines reach the F1 cut-off; the best per cytokine."""
+    means = per_cytokine(scores)
+    models = {}
+    for (arch, aug), g in means.groupby(MODEL):
+        models[f"{arch}/{aug}"] = {
+            "mean_f1": round(float(g.f1.mean()), 4),
+            "mean_roc_auc": round(float(g.roc_auc.mean()), 4),
+            "n_predicted": int((g.f1 >= p.f1_cutoff).sum()),
+        }
+    best = means.sort_values(["cytokine", "f1"], ascending=[True, False]).groupby("cytokine").head(1)
+    top = max(models.items(), key=lambda kv: (kv[1]["n_predicted"], kv[1]["mean_f1"]))[0] if models else None
+    return {
+        "f1_cutoff": p.f1_cutoff,
+        "n_cytokines_kept": n_kept,
+        "n_failed_fits": n_failed,
+        "best_model": top,
+        "n_cytokines_predicted_by_any": int((best.f1 >= p.f1_cutoff).sum()),
+        "models": models,
+        "best_per_cytokine": {
+            r.cytokine: {"model": f"{r.architecture}/{r.augmentation}", "f1": round(float(r.f1), 4)} for r in best.itertuples()
+        },
+    }
+
+
+def figures(scores: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Path]:
+    """The study's Figure 5 (F1 by augmentation), Figure 6 (F1 by architecture) and learning curves, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    means = per_cytokine(scores)
+    written = []
+    for by, title, name in [
+        ("augmentation", "F1 per cytokine by augmentation (the study's Figure 5)", "f1_by_augmentation.png"),
+        ("architecture", "F1 per cytokine by architecture (the study's Figure 6)", "f1_by_architecture.png"),
+    ]:
+        levels = list(dict.fromkeys(means[by]))
+        fig, ax = plt.subplots(figsize=(1.6 * len(levels) + 2, 4.5))
+        data = [means.loc[means[by] == lv, "f1"].to_numpy() for lv in levels]
+        ax.boxplot(data, widths=0.5, showfliers=False)
+        rng = np.random.default_rng(0)  # jitter only
+        for i, d in enumerate(data, start=1):
+            ax.scatter(i + rng.uniform(-0.15, 0.15, len(d)), d, s=10, alpha=0.6)
+        ax.set_xticks(range(1, len(levels) + 1), levels, rotation=20)
+        ax.set_ylabel("F1 (mean over folds), one dot per cytokine" + (" x model" if by else ""))
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title, fontsize=10)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(out / name)
+    if len(curves):
+        best = means.sort_values("f1", ascending=False).drop_duplicates("cytokine").head(6)
+        fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), squeeze=False)
+        for ax, r in zip(axes.flat, best.itertuples(), strict=False):
+            c = curves[(curves.architecture == r.architecture) & (curves.augmentation == r.augmentation) & (curves.cytokine == r.cytokine)]
+            for fold, g in c.groupby("fold"):
+                ax.plot(g.epoch, g.loss, label=f"train, fold {fold}")
+                ax.plot(g.epoch, g.val_loss, "--", label=f"validation, fold {fold}")
+            ax.set_title(f"{r.cytokine}: {r.architecture}/{r.augmentation} (F1 {r.f1:.2f})", fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("loss")
+        for ax in list(axes.flat)[len(best):]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=7)
+        fig.suptitle("Learning curves of the best model per cytokine (top 6 by F1)")
+        fig.tight_layout()
+        fig.savefig(out / "learning_curves.png", dpi=100)
+        plt.close(fig)
+        written.append(out / "learning_curves.png")
+    return written
+
+
+def best_curve(means: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """Per-epoch loss and validation loss of the best (architecture, augmentation, cytokine), fold 0, for dvc plots."""
+    columns = ["epoch", "loss", "val_loss"]
+    if means.empty or curves.empty:
+        return pd.DataFrame(columns=columns)
+    top = means.sort_values("f1", ascending=False).iloc[0]
+    pick = (
+        (curves.architecture == top.architecture)
+        & (curves.augmentation == top.augmentation)
+        & (curves.cytokine == top.cytokine)
+        & (curves.fold == curves.fold.min())
+    )
+    return curves.loc[pick, columns]
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """The short table `make demo` prints: kept cytokines, best model, cytokines each model predicts."""
+    lines = [
+        f"cytokines kept: {summary['n_cytokines_kept']}; predicted (F1 >= {summary['f1_cutoff']}) by some model: "
+        f"{summary['n_cytokines_predicted_by_any']}; best model: {summary['best_model']}",
+        f"{'model':<24} {'mean F1':>8} {'mean AUC':>9} {'predicted':>10}",
+    ]
+    ranked = sorted(summary["models"].items(), key=lambda kv: (-kv[1]["n_predicted"], -kv[1]["mean_f1"]))
+    lines += [f"{m:<24} {v['mean_f1']:>8.3f} {v['mean_roc_auc']:>9.3f} {v['n_predicted']:>10}" for m, v in ranked]
+    return lines
+
+
+# ---- stage I/O -------------------------------------------------------------------------------------------
+
+def run(result: train_mod.Result, cytokines: pd.DataFrame, reports: Path, metrics: Path, p: EvaluateParams) -> dict:
+    scores = score(result.predictions, result.fits)
+    reports.mkdir(parents=True, exist_ok=True)
+    scores.to_csv(reports / "scores.csv", index=False)
+    means = per_cytokine(scores)
+    means.to_csv(reports / "f1_per_cytokine.csv", index=False)
+    best_curve(means, result.curves).to_csv(reports / "best_learning_curve.csv", index=False)
+    figures(scores, result.curves, reports)
+    n_kept = int(cytokines.kept.astype(str).str.lower().eq("true").sum())
+    summary = summarize(scores, p, n_kept, len(result.failures))
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    metrics.write_text(json.dumps(summary, indent=2) + "\n")
+    typer.echo(
+        f"evaluate: best model {summary['best_model']}; {summary['n_cytokines_predicted_by_any']} of "
+        f"{summary['n_cytokines_kept']} kept cytokines reach F1 >= {p.f1_cutoff} with some model -> {reports}"
+    )
+    return summary
+
+
+def command(
+    trained: Path = typer.Option(..., "--trained", help="Folder written by `cytoops train`."),
+    cytokines: Path = typer.Option(..., "--cytokines", help="cytokines.csv written by `cytoops wrangle` (kept/dropped)."),
+    reports: Path = typer.Option(..., "--reports", help="Folder for scores.csv, the figures and their plot data."),
+    metrics: Path = typer.Option(..., "--metrics", help="summary.json for `dvc metrics show`."),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params.yaml to read."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a param: --set evaluate.f1_cutoff=0.8"),
+) -> None:
+    """Score every fold (F1, precision, recall, ROC AUC), summarize per model, draw the study's figures."""
+    p = params_mod.load(params_file, overrides).evaluate
+    run(train_mod.load(trained), pd.read_csv(cytokines, keep_default_na=False), reports, metrics, p)
+
+
+def summary_command(
+    metrics: Path = typer.Argument(Path("metrics/summary.json"), help="summary.json written by `cytoops evaluate`."),
+) -> None:
+    """Print the evaluation summary as a table: kept cytokines, best model, cytokines each model predicts."""
+    if not metrics.is_file():
+        raise ValueError(f"{metrics} does not exist: run `dvc repro` (or `cytoops evaluate`) first")
+    for line in summary_lines(json.loads(metrics.read_text())):
+        typer.echo(line)

@@ -1,0 +1,44 @@
+"""`cytoops run`: every stage in one process, the same code `dvc repro` runs stage by stage.
+
+For users without DVC and for `mlflow run`. The outputs land under one folder, laid out as dvc.yaml lays
+out the repository: wrangle/, augment/views.npz, features/vit.npz, train/, reports/, metrics/summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from cytoops import augment, evaluate, features, train, wrangle
+from cytoops import params as params_mod
+
+
+def run_all(data: Path, out: Path, p: params_mod.Params) -> dict:
+    w = wrangle.run(data, out / "wrangle", p.wrangle)
+    typer.echo(f"wrangle: {len(w.wells)} wells, {int(w.cytokines.kept.sum())} of {len(w.cytokines)} cytokines kept")
+    bank = augment.make_bank(w.images, p.augment.strategies)
+    augment.save(bank, out / "augment" / "views.npz")
+    vit_path = None
+    if any(a.startswith("vit_") for a in p.train.architectures):
+        if p.features.vit_weights is None:
+            typer.secho(features.RANDOM_BACKBONE_WARNING, fg="yellow", err=True)
+        vit_path = out / "features" / "vit.npz"
+        features.save(features.compute(bank, p.features), vit_path)
+    inputs = train.load_inputs(out / "wrangle", out / "augment" / "views.npz", vit_path, p)
+    result = train.cross_validate(inputs, p.train)
+    train.save(result, out / "train")
+    return evaluate.run(result, w.cytokines, out / "reports", out / "metrics" / "summary.json", p.evaluate)
+
+
+def command(
+    data: Path = typer.Option(..., "--data", help="Folder of plates (data/<plate-id>/...)."),
+    out: Path = typer.Option(..., "--out", help="Folder for every output of every stage."),
+    params_file: Path | None = typer.Option(None, "--params", help="params.yaml to read (default: built-in defaults)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a param, repeatable: --set train.epochs=5"),
+) -> None:
+    """Run wrangle, augment, features, train and evaluate in-process (no DVC needed)."""
+    p = params_mod.load(params_file, overrides)
+    summary = run_all(data, out, p)
+    typer.echo(json.dumps({k: summary[k] for k in ("best_model", "n_cytokines_kept", "n_cytokines_predicted_by_any")}))

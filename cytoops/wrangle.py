@@ -1,0 +1,204 @@
+"""wrangle: plates -> one table of wells, normalized images, binarized and class-balanced targets.
+
+Pure core: `binarize`, `balance`, `wrangle`. The `command` reads the plates and writes the stage outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import typer
+
+from cytoops import params as params_mod
+from cytoops.params import WrangleParams
+from cytoops.plate import Plate, read_data, slugify, well_row_col
+
+
+@dataclass(frozen=True)
+class Wrangled:
+    wells: pd.DataFrame  # one row per usable well (row i = images[i]): plate, well, row, col, edge, treatment, role, concentration, group
+    images: np.ndarray  # (n_wells, C, S, S) float32, per plate and channel scaled so 0.1th..99.9th percentile -> 0..1
+    channels: tuple[str, ...]
+    labels: pd.DataFrame  # long: cytokine, slug, well_index, value, label (0/1), balanced (bool)
+    cytokines: pd.DataFrame  # one row per cytokine: cytokine, slug, n_measured, n_pos, n_neg, n_balanced, kept, reason
+    embeddings: pd.DataFrame  # one row per well (same order as wells), numeric columns only (none when absent)
+
+
+def binarize(values: pd.Series, method: str, threshold: float, negative: pd.Series | None = None) -> pd.Series:
+    """Responder (1) or not (0) per well; NaN where the readout is missing.
+
+    threshold: value > threshold (readouts already normalized, as in the study).
+    fold_change: log2(value / median of the negative-control wells) > threshold.
+    robust_z: (value - median NC) / (1.4826 * MAD of NC) > threshold.
+    """
+    if method == "threshold":
+        score = values
+    else:
+        if negative is None or not negative.any():
+            raise ValueError(f"binarize method {method!r} needs negative_control wells in layout.csv; none found")
+        control = values[negative].dropna()
+        if control.empty:
+            raise ValueError("no measured negative-control wells")
+        center = float(control.median())
+        if method == "fold_change":
+            if center <= 0 or (values.dropna() <= 0).any():
+                raise ValueError("fold_change needs positive raw readouts and a positive negative-control median")
+            score = np.log2(values / center)
+        elif method == "robust_z":
+            mad = 1.4826 * float((control - center).abs().median())
+            if mad == 0:
+                raise ValueError("robust_z: the negative controls have zero spread (MAD = 0)")
+            score = (values - center) / mad
+        else:
+            raise ValueError(f"unknown binarize method {method!r}")
+    return (score > threshold).astype(float).where(values.notna())
+
+
+def balance(labels: pd.Series, rng: np.random.Generator) -> pd.Index:
+    """Seeded undersampling of the majority class down to the minority's size; returns the kept index."""
+    labels = labels.dropna()
+    pos, neg = labels.index[labels == 1], labels.index[labels == 0]
+    n = min(len(pos), len(neg))
+    keep = np.concatenate([rng.choice(pos, n, replace=False), rng.choice(neg, n, replace=False)])
+    return labels.index[labels.index.isin(keep)]
+
+
+def normalize_images(images: np.ndarray) -> np.ndarray:
+    """Per-channel robust scaling of one plate: 0.1th percentile -> 0, 99.9th -> 1 (not clipped)."""
+    out = np.empty(images.shape, dtype=np.float32)
+    for c in range(images.shape[1]):
+        lo, hi = np.percentile(images[:, c], [0.1, 99.9])
+        out[:, c] = (images[:, c] - lo) / max(hi - lo, 1e-6)
+    return out
+
+
+def _well_table(plate: Plate, wells: list[str]) -> pd.DataFrame:
+    rows, cols = zip(*(well_row_col(w) for w in wells)) if wells else ((), ())
+    n_rows, n_cols = {96: (8, 12), 384: (16, 24), 1536: (32, 48)}[plate.format]
+    table = pd.DataFrame({"plate": plate.plate_id, "well": wells, "row": rows, "col": cols})
+    table["edge"] = (table.row == 0) | (table.col == 0) | (table.row == n_rows - 1) | (table.col == n_cols - 1)
+    layout = plate.layout if plate.layout is not None else pd.DataFrame(index=pd.Index([], name="well"))
+    layout = layout.reindex(wells)
+    table["treatment"] = layout.get("treatment", pd.Series(index=wells, dtype=object)).to_numpy()
+    table["role"] = layout.get("role", pd.Series(index=wells, dtype=object)).fillna("sample").to_numpy()
+    table["concentration"] = layout.get("concentration", pd.Series(index=wells, dtype=float)).to_numpy()
+    # Folds keep a treatment's wells together; without a layout every well is its own group.
+    table["group"] = np.where(
+        table.treatment.notna(), "treatment:" + table.treatment.astype(str), "well:" + table.plate + "/" + table.well
+    )
+    return table
+
+
+def wrangle(plates: list[Plate], params: WrangleParams) -> Wrangled:
+    if not plates:
+        raise ValueError("no plates to wrangle")
+    channels = plates[0].channels
+    for p in plates[1:]:
+        if p.channels != channels:
+            raise ValueError(f"plate {p.plate_id} has channels {p.channels}, plate {plates[0].plate_id} {channels}")
+    tables, images, readouts, embeddings = [], [], [], []
+    for p in plates:
+        wells = list(p.usable_wells)
+        index = [p.wells.index(w) for w in wells]
+        tables.append(_well_table(p, wells))
+        images.append(normalize_images(p.images)[index])
+        readouts.append(p.readouts.loc[wells].reset_index(drop=True))
+        if p.embeddings is not None:
+            embeddings.append(p.embeddings.reindex(wells).reset_index(drop=True))
+    wells = pd.concat(tables, ignore_index=True)
+    values = pd.concat(readouts, ignore_index=True)  # cytokines absent on a plate are NaN there
+    emb = pd.concat(embeddings, ignore_index=True) if len(embeddings) == len(plates) else pd.DataFrame(index=wells.index)
+    negative = wells.role == "negative_control"
+
+    rng = np.random.default_rng(params.seed)
+    label_frames, summary = [], []
+    for name in values.columns:
+        slug = slugify(name)
+        v = values[name]
+        row = {"cytokine": name, "slug": slug, "n_measured": int(v.notna().sum())}
+        try:
+            y = binarize(v, params.method, params.threshold, negative)
+        except ValueError as err:
+            summary.append({**row, "n_pos": 0, "n_neg": 0, "n_balanced": 0, "kept": False, "reason": str(err)})
+            continue
+        kept_index = balance(y, rng)
+        n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+        n_bal = len(kept_index)
+        kept = n_bal >= params.min_wells
+        reason = "" if kept else f"{n_bal} balanced wells < min_wells {params.min_wells} ({n_pos} responders, {n_neg} not)"
+        summary.append({**row, "n_pos": n_pos, "n_neg": n_neg, "n_balanced": n_bal, "kept": kept, "reason": reason})
+        measured = y.dropna()
+        label_frames.append(
+            pd.DataFrame(
+                {
+                    "cytokine": name,
+                    "slug": slug,
+                    "well_index": measured.index.to_numpy(),
+                    "value": v[measured.index].to_numpy(),
+                    "label": measured.to_numpy().astype(int),
+                    "balanced": measured.index.isin(kept_index),
+                }
+            )
+        )
+    labels = pd.concat(label_frames, ignore_index=True) if label_frames else pd.DataFrame(
+        columns=["cytokine", "slug", "well_index", "value", "label", "balanced"]
+    )
+    return Wrangled(
+        wells=wells,
+        images=np.concatenate(images),
+        channels=channels,
+        labels=labels,
+        cytokines=pd.DataFrame(summary),
+        embeddings=emb,
+    )
+
+
+# ---- stage I/O -------------------------------------------------------------------------------------------
+
+def save(w: Wrangled, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "images.npy", w.images)
+    w.wells.assign(channels=",".join(w.channels)).to_csv(out / "wells.csv", index=False)
+    w.labels.to_csv(out / "labels.csv", index=False)
+    w.cytokines.to_csv(out / "cytokines.csv", index=False)
+    w.embeddings.to_csv(out / "embeddings.csv", index=False)
+
+
+def load(out: Path) -> Wrangled:
+    wells = pd.read_csv(out / "wells.csv", keep_default_na=False, na_values=[""])
+    channels = tuple(str(wells.pop("channels").iloc[0]).split(",")) if len(wells) else ()
+    wells["well"] = wells["well"].astype(str)
+    return Wrangled(
+        wells=wells,
+        images=np.load(out / "images.npy"),
+        channels=channels,
+        labels=pd.read_csv(out / "labels.csv"),
+        cytokines=pd.read_csv(out / "cytokines.csv", keep_default_na=False),
+        embeddings=pd.read_csv(out / "embeddings.csv"),
+    )
+
+
+def run(data: Path, out: Path, p: WrangleParams) -> Wrangled:
+    plates = read_data(data, image_size=p.image_size)
+    result = wrangle(plates, p)
+    save(result, out)
+    return result
+
+
+def command(
+    data: Path = typer.Option(..., "--data", help="Folder of plates (data/<plate-id>/...), as in PLATE_FORMAT.md."),
+    out: Path = typer.Option(..., "--out", help="Folder for the stage outputs (images.npy, wells.csv, labels.csv, ...)."),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params.yaml to read."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a param: --set wrangle.min_wells=10"),
+) -> None:
+    """Binarize each cytokine, balance classes, drop cytokines under the well cut-off."""
+    p = params_mod.load(params_file, overrides).wrangle
+    result = run(data, out, p)
+    kept = result.cytokines[result.cytokines.kept]
+    typer.echo(
+        f"wrangle: {len(result.wells)} wells, {len(result.cytokines)} cytokines, {len(kept)} kept "
+        f"(>= {p.min_wells} balanced wells), {len(result.cytokines) - len(kept)} dropped -> {out}"
+    )
