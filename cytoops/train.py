@@ -15,9 +15,12 @@ unit (no rebuilding or retracing); ViT heads train on the cached backbone featur
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import sys
 import time
 import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +68,9 @@ class Inputs:
 
 @dataclass(frozen=True)
 class Result:
-    predictions: pd.DataFrame  # out-of-fold: one row per (architecture, augmentation, cytokine, fold, test well)
+    predictions: (
+        pd.DataFrame
+    )  # out-of-fold: one row per (architecture, augmentation, cytokine, fold, test well)
     curves: pd.DataFrame  # one row per epoch of every fit
     fits: pd.DataFrame  # one row per fit: sizes, best epoch, seconds
     failures: pd.DataFrame  # one row per failed unit, with the error
@@ -75,7 +80,9 @@ class Result:
 def assign_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     """Fold of each well: stratified by label, a group (treatment) never split across folds."""
     if len(np.unique(groups)) < n_folds:
-        raise ValueError(f"only {len(np.unique(groups))} treatment groups: cannot make {n_folds} grouped folds")
+        raise ValueError(
+            f"only {len(np.unique(groups))} treatment groups: cannot make {n_folds} grouped folds"
+        )
     folds = np.full(len(labels), -1)
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for k, (_, test) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
@@ -94,56 +101,140 @@ def split_validation(labels: np.ndarray, groups: np.ndarray, fraction: float, se
 
 
 class Fitter:
-    """Keeps one compiled Keras model per (architecture, input shape) and resets it for every unit."""
+    """Trains a unit from fresh seeded weights, without rebuilding or retracing anything.
+
+    One Keras model, optimizer and pair of compiled functions (train step, forward pass) is kept per
+    (architecture, input shape). Each fit resets the weights to those a fresh build with the unit's seed
+    would have and the optimizer to its initial state, then runs a plain mini-batch loop: the study's loss
+    (two logits + sparse categorical cross-entropy for the CNNs, sigmoid + binary cross-entropy for the ViT
+    heads), Adam, shuffling from `np.random.default_rng(seed)`, and Keras' early-stopping rule (stop after
+    `patience` epochs without a lower validation loss, restore the best weights). Keras' `fit` does the same
+    but builds a tf.data pipeline and callbacks per call: on these small fits that overhead was most of the time.
+    """
 
     def __init__(self, params: TrainParams):
         self.params = params
-        self._compiled: dict[tuple, tuple] = {}
+        self._slots: dict[tuple, dict] = {}
 
-    def _model(self, architecture: str, input_shape: tuple[int, ...]):
-        import keras
-
+    def _build(self, architecture: str, input_shape: tuple[int, ...]):
         from cytoops import models
 
-        key = (architecture, input_shape)
-        if key not in self._compiled:
-            spec = models.get(architecture)
-            mp = models.ModelParams(learning_rate=self.params.learning_rate, dtype_policy=self.params.precision)
-            model = spec.build(input_shape, mp) if spec.kind == "cnn" else models.build_head(architecture, input_shape[0], mp)
-            model.optimizer.build(model.trainable_variables)
-            self._compiled[key] = (model, [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables])
-        model, optimizer_state = self._compiled[key]
-        return model, optimizer_state
-
-    def fit(self, architecture: str, x, y, x_val, y_val, seed: int):
-        """Train from fresh seeded weights with early stopping on (x_val, y_val); returns (model, history)."""
-        import keras
-
-        from cytoops import models
-
-        model, optimizer_state = self._model(architecture, tuple(x.shape[1:]))
-        keras.utils.set_random_seed(seed)
         spec = models.get(architecture)
         mp = models.ModelParams(learning_rate=self.params.learning_rate, dtype_policy=self.params.precision)
-        fresh = spec.build(tuple(x.shape[1:]), mp) if spec.kind == "cnn" else models.build_head(architecture, x.shape[1], mp)
-        model.set_weights(fresh.get_weights())
-        for variable, value in zip(model.optimizer.variables, optimizer_state, strict=True):
-            variable.assign(value)
-        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.params.patience, restore_best_weights=True)
-        history = model.fit(
-            x, y, validation_data=(x_val, y_val), epochs=self.params.epochs, batch_size=self.params.batch_size,
-            shuffle=True, verbose=0, callbacks=[stop],
-        )
-        return model, history.history, int(stop.best_epoch) + 1
+        if spec.kind == "cnn":
+            return spec.build(input_shape, mp)
+        return models.build_head(architecture, input_shape[0], mp)
 
-    @staticmethod
-    def probability(model, x) -> np.ndarray:
-        """P(responder): softmax class 1 for the CNNs (two logits, as the study), sigmoid output for ViT heads."""
-        out = np.asarray(model.predict(x, verbose=0, batch_size=256))
-        if out.shape[-1] == 2:
-            e = np.exp(out - out.max(axis=1, keepdims=True))
-            return e[:, 1] / e.sum(axis=1)
+    def _slot(self, architecture: str, input_shape: tuple[int, ...]) -> dict:
+        key = (architecture, input_shape)
+        if key in self._slots:
+            return self._slots[key]
+        import keras
+        import tensorflow as tf
+
+        model = self._build(architecture, input_shape)
+        two_logits = model.output_shape[-1] == 2
+        loss_fn = (
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            if two_logits
+            else keras.losses.BinaryCrossentropy()
+        )
+        optimizer = keras.optimizers.Adam(self.params.learning_rate)
+        optimizer.build(model.trainable_variables)
+        x_spec = tf.TensorSpec([None, *input_shape], tf.float32)
+        y_spec = tf.TensorSpec([None] if two_logits else [None, 1], tf.int32 if two_logits else tf.float32)
+
+        @tf.function(input_signature=[x_spec, y_spec])
+        def train_step(x, y):
+            with tf.GradientTape() as tape:
+                out = model(x, training=True)
+                loss = loss_fn(y, out)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss, tf.cast(out, tf.float32)
+
+        @tf.function(input_signature=[x_spec])
+        def forward(x):
+            return tf.cast(model(x, training=False), tf.float32)
+
+        slot = {
+            "model": model,
+            "optimizer": optimizer,
+            "optimizer_state": [keras.ops.convert_to_numpy(v) for v in optimizer.variables],
+            "loss_fn": loss_fn,
+            "two_logits": two_logits,
+            "train_step": train_step,
+            "forward": forward,
+        }
+        self._slots[key] = slot
+        return slot
+
+    def _targets(self, slot: dict, y: np.ndarray) -> np.ndarray:
+        return y.astype(np.int32) if slot["two_logits"] else y.astype(np.float32).reshape(-1, 1)
+
+    def _outputs(self, slot: dict, x: np.ndarray) -> np.ndarray:
+        return np.concatenate(
+            [
+                slot["forward"](np.asarray(x[i : i + 256], dtype=np.float32)).numpy()
+                for i in range(0, len(x), 256)
+            ]
+        )
+
+    def _probability(self, slot: dict, out: np.ndarray) -> np.ndarray:
+        if slot["two_logits"]:  # softmax of the two logits, class 1
+            return 1.0 / (1.0 + np.exp(out[:, 0] - out[:, 1]))
         return out[:, 0]
+
+    def fit(self, architecture: str, x, y, x_val, y_val, seed: int):
+        """Train from fresh seeded weights with early stopping on (x_val, y_val).
+
+        Returns (model, history, best_epoch). The model is reused by the next fit of the same architecture
+        and shape: use it (e.g. `probability`) before fitting again.
+        """
+        import keras
+
+        slot = self._slot(architecture, tuple(x.shape[1:]))
+        model, p = slot["model"], self.params
+        keras.utils.set_random_seed(seed)  # Keras' initializers draw from its seed; the same as a fresh build
+        model.set_weights(self._build(architecture, tuple(x.shape[1:])).get_weights())
+        for variable, value in zip(slot["optimizer"].variables, slot["optimizer_state"], strict=True):
+            variable.assign(value)
+        rng = np.random.default_rng(seed)
+        y_fit, y_check = self._targets(slot, y), self._targets(slot, y_val)
+        history: dict[str, list[float]] = {"loss": [], "val_loss": [], "accuracy": [], "val_accuracy": []}
+        best_loss, best_epoch, best_weights, wait = np.inf, 0, None, 0
+        for epoch in range(p.epochs):
+            order = rng.permutation(len(x))
+            loss_sum, correct = 0.0, 0.0
+            for i in range(0, len(x), p.batch_size):
+                batch = order[i : i + p.batch_size]
+                loss, out = slot["train_step"](np.asarray(x[batch], dtype=np.float32), y_fit[batch])
+                loss_sum += float(loss) * len(batch)
+                correct += self._accuracy(slot, out.numpy(), y[batch]) * len(batch)
+            history["loss"].append(
+                loss_sum / len(x)
+            )  # as Keras reports it: the mean over the epoch's batches
+            history["accuracy"].append(correct / len(x))
+            val_out = self._outputs(slot, x_val)
+            val_loss = float(slot["loss_fn"](y_check, val_out))
+            history["val_loss"].append(val_loss)
+            history["val_accuracy"].append(self._accuracy(slot, val_out, y_val))
+            if val_loss < best_loss:
+                best_loss, best_epoch, best_weights, wait = val_loss, epoch, model.get_weights(), 0
+            else:
+                wait += 1
+                if wait >= p.patience:
+                    break
+        model.set_weights(best_weights)
+        return model, history, best_epoch + 1
+
+    def _accuracy(self, slot: dict, out: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean((self._probability(slot, out) >= 0.5) == (y == 1)))
+
+    def probability(self, model, x) -> np.ndarray:
+        """P(responder) for each row of x, from the model `fit` just returned."""
+        slot = next(s for s in self._slots.values() if s["model"] is model)
+        return self._probability(slot, self._outputs(slot, x))
 
 
 def model_input(inputs: Inputs, architecture: str, bank_images: np.ndarray | None = None) -> np.ndarray:
@@ -154,7 +245,9 @@ def model_input(inputs: Inputs, architecture: str, bank_images: np.ndarray | Non
         if inputs.vit is None:
             raise ValueError(f"{architecture} needs ViT features: run the features stage first")
         if inputs.vit.views != inputs.bank.views:
-            raise ValueError("the ViT features were computed on other views than the view bank: rerun features")
+            raise ValueError(
+                "the ViT features were computed on other views than the view bank: rerun features"
+            )
         return inputs.vit.values
     images = inputs.bank.images if bank_images is None else bank_images
     return images
@@ -163,22 +256,35 @@ def model_input(inputs: Inputs, architecture: str, bank_images: np.ndarray | Non
 def cnn_view_bank(inputs: Inputs, channels: tuple[str, ...]) -> np.ndarray:
     missing = [c for c in channels if c not in inputs.channels]
     if missing:
-        raise ValueError(f"train.cnn_channels names {missing}, not among the plate's channels {list(inputs.channels)}")
+        raise ValueError(
+            f"train.cnn_channels names {missing}, not among the plate's channels {list(inputs.channels)}"
+        )
     picks = [inputs.channels.index(c) for c in channels]
     # (V, N, C, S, S) -> (V, N, S, S, C), float32 for Keras
     return np.moveaxis(inputs.bank.images[:, :, picks], 2, -1).astype(np.float32)
 
 
-def cross_validate(inputs: Inputs, params: TrainParams, progress: bool = True) -> Result:
-    """Every (architecture, augmentation, cytokine, fold) of the grid; a failing unit is recorded, never fatal."""
-    from cytoops import models
+@dataclass(frozen=True)
+class Task:
+    """One architecture on one cytokine's folds of one repeat: every fold x augmentation of it.
 
-    fitter = Fitter(params)
-    cnn_bank = None
-    preds, curves, fits, failures = [], [], [], []
-    plan, fold_rows = [], []
+    The unit of parallel work: it reads only `Inputs` and `TrainParams` and returns its rows.
+    """
+
+    architecture: str
+    cytokine: str
+    repeat: int
+    wells: np.ndarray  # the cytokine's balanced wells (indices into Inputs.wells)
+    labels: np.ndarray
+    groups: np.ndarray
+    folds: np.ndarray  # fold of each well
+
+
+def plan(inputs: Inputs, params: TrainParams) -> tuple[list[Task], pd.DataFrame, list[dict]]:
+    """The tasks of the grid, the folds they share (per cytokine and repeat), and cytokines that cannot be folded."""
+    tasks, fold_rows, failures = [], [], []
     for cytokine in inputs.kept:
-        rows = inputs.labels[(inputs.labels.cytokine == cytokine) & inputs.labels.balanced]
+        rows = inputs.labels[(inputs.labels.cytokine == cytokine) & inputs.labels.balanced.astype(bool)]
         wells = rows.well_index.to_numpy()
         y = rows.label.to_numpy().astype(int)
         groups = inputs.wells.group.to_numpy()[wells]
@@ -187,98 +293,192 @@ def cross_validate(inputs: Inputs, params: TrainParams, progress: bool = True) -
                 folds = assign_folds(y, groups, params.folds, params.seed + repeat)
             except ValueError as err:
                 failures.append(
-                    {"architecture": "*", "augmentation": "*", "cytokine": cytokine, "repeat": repeat, "fold": -1, "error": str(err)}
+                    {
+                        "architecture": "*",
+                        "augmentation": "*",
+                        "cytokine": cytokine,
+                        "repeat": repeat,
+                        "fold": -1,
+                        "error": str(err),
+                    }
                 )
                 continue
-            plan.append((cytokine, repeat, wells, y, groups, folds))
-            fold_rows.append(pd.DataFrame({"cytokine": cytokine, "repeat": repeat, "well_index": wells, "fold": folds}))
-    total = len(plan) * params.folds * len(params.architectures) * len(inputs.strategies)
-    bar = tqdm(total=total, desc="train", unit="fit", disable=not progress, file=sys.stderr)
-    for architecture in params.architectures:
-        kind = models.get(architecture).kind
-        if kind == "cnn":
-            cnn_bank = cnn_bank if cnn_bank is not None else cnn_view_bank(inputs, params.cnn_channels)
-            bank = cnn_bank
-        else:
-            bank = None
-        for cytokine, repeat, wells, y, groups, folds in plan:
-            for fold in range(params.folds):
-                test = folds == fold
-                train = ~test
-                val = split_validation(y[train], groups[train], params.val_fraction, params.seed + 1000 * repeat + fold)
-                fit_wells, val_wells = wells[train][~val], wells[train][val]
-                y_fit, y_val = y[train][~val], y[train][val]
-                for strategy in inputs.strategies:
-                    unit = Unit(architecture, strategy, cytokine, repeat, fold)
-                    bar.set_postfix_str(f"{architecture} {strategy} {cytokine}", refresh=False)
-                    t0 = time.perf_counter()
-                    try:
-                        source = model_input(inputs, architecture, bank)
-                        x_fit, src = augment.training_views(source, inputs.bank.views, strategy, fit_wells)
-                        label_of = dict(zip(fit_wells, y_fit, strict=True))
-                        y_fit_views = np.array([label_of[s] for s in src])  # each copy keeps its well's label
-                        x_val = augment.identity_view(source, inputs.bank.views, val_wells)
-                        x_test = augment.identity_view(source, inputs.bank.views, wells[test])
-                        model, history, best_epoch = fitter.fit(
-                            architecture, x_fit, y_fit_views, x_val, y_val, unit.seed(params.seed)
-                        )
-                        prob = fitter.probability(model, x_test)
-                    except Exception as err:  # noqa: BLE001 - recorded per unit, the grid goes on
-                        failures.append({**unit.__dict__, "error": f"{type(err).__name__}: {err}"})
-                        bar.update()
-                        continue
-                    seconds = time.perf_counter() - t0
-                    test_wells = wells[test]
-                    preds.append(
-                        pd.DataFrame(
-                            {
-                                **unit.__dict__,
-                                "well_index": test_wells,
-                                "plate": inputs.wells.plate.to_numpy()[test_wells],
-                                "well": inputs.wells.well.to_numpy()[test_wells],
-                                "label": y[test],
-                                "prob": prob,
-                            }
-                        )
-                    )
-                    n_epochs = len(history["loss"])
-                    curves.append(
-                        pd.DataFrame(
-                            {
-                                **unit.__dict__,
-                                "epoch": np.arange(1, n_epochs + 1),
-                                "loss": history["loss"],
-                                "val_loss": history["val_loss"],
-                                "accuracy": history.get("accuracy", [np.nan] * n_epochs),
-                                "val_accuracy": history.get("val_accuracy", [np.nan] * n_epochs),
-                            }
-                        )
-                    )
-                    fits.append(
-                        {
-                            **unit.__dict__,
-                            "n_train": len(fit_wells),
-                            "n_train_images": len(x_fit),
-                            "n_val": len(val_wells),
-                            "n_test": int(test.sum()),
-                            "best_epoch": best_epoch,
-                            "epochs_run": n_epochs,
-                            "seconds": round(seconds, 3),
-                        }
-                    )
-                    bar.update()
+            fold_rows.append(
+                pd.DataFrame({"cytokine": cytokine, "repeat": repeat, "well_index": wells, "fold": folds})
+            )
+            tasks += [Task(a, cytokine, repeat, wells, y, groups, folds) for a in params.architectures]
+    columns = ["cytokine", "repeat", "well_index", "fold"]
+    return (
+        tasks,
+        (pd.concat(fold_rows, ignore_index=True) if fold_rows else pd.DataFrame(columns=columns)),
+        failures,
+    )
+
+
+def run_task(
+    task: Task, inputs: Inputs, params: TrainParams, fitter: Fitter, sources: dict
+) -> dict[str, list]:
+    """Fit and score every fold x augmentation of a task; a failing unit is recorded and the rest go on.
+
+    `sources` caches, per process, the (views, wells, ...) arrays models read (made once, not per task).
+    """
+    from cytoops import models
+
+    out: dict[str, list] = {"predictions": [], "curves": [], "fits": [], "failures": []}
+    kind = models.get(task.architecture).kind
+    if kind not in sources:
+        sources[kind] = (
+            cnn_view_bank(inputs, params.cnn_channels)
+            if kind == "cnn"
+            else model_input(inputs, task.architecture)
+        )
+    source = sources[kind]
+    y, wells, groups = task.labels, task.wells, task.groups
+    for fold in range(params.folds):
+        test = task.folds == fold
+        train = ~test
+        val = split_validation(
+            y[train], groups[train], params.val_fraction, params.seed + 1000 * task.repeat + fold
+        )
+        fit_wells, val_wells = wells[train][~val], wells[train][val]
+        y_fit, y_val = y[train][~val], y[train][val]
+        label_of = dict(zip(fit_wells, y_fit, strict=True))
+        for strategy in inputs.strategies:
+            unit = Unit(task.architecture, strategy, task.cytokine, task.repeat, fold)
+            t0 = time.perf_counter()
+            try:
+                x_fit, src = augment.training_views(source, inputs.bank.views, strategy, fit_wells)
+                y_fit_views = np.array([label_of[s] for s in src])  # each copy keeps its well's label
+                x_val = augment.identity_view(source, inputs.bank.views, val_wells)
+                x_test = augment.identity_view(source, inputs.bank.views, wells[test])
+                model, history, best_epoch = fitter.fit(
+                    task.architecture, x_fit, y_fit_views, x_val, y_val, unit.seed(params.seed)
+                )
+                prob = fitter.probability(model, x_test)
+            except Exception as err:  # noqa: BLE001 - recorded per unit, the grid goes on
+                out["failures"].append({**unit.__dict__, "error": f"{type(err).__name__}: {err}"})
+                continue
+            test_wells = wells[test]
+            out["predictions"].append(
+                pd.DataFrame(
+                    {
+                        **unit.__dict__,
+                        "well_index": test_wells,
+                        "plate": inputs.wells.plate.to_numpy()[test_wells],
+                        "well": inputs.wells.well.to_numpy()[test_wells],
+                        "label": y[test],
+                        "prob": prob,
+                    }
+                )
+            )
+            n_epochs = len(history["loss"])
+            out["curves"].append(
+                pd.DataFrame({**unit.__dict__, "epoch": np.arange(1, n_epochs + 1), **history})
+            )
+            out["fits"].append(
+                {
+                    **unit.__dict__,
+                    "n_train": len(fit_wells),
+                    "n_train_images": len(x_fit),
+                    "n_val": len(val_wells),
+                    "n_test": int(test.sum()),
+                    "best_epoch": best_epoch,
+                    "epochs_run": n_epochs,
+                    "seconds": round(time.perf_counter() - t0, 3),
+                }
+            )
+    return out
+
+
+def _worker_init(inputs: Inputs, params: TrainParams) -> None:
+    """A worker process: one TensorFlow thread (the cores are shared between workers), its own Fitter."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    _WORKER.update(inputs=inputs, params=params, fitter=Fitter(params), sources={})
+
+
+_WORKER: dict = {}  # per worker process, set once by _worker_init
+
+
+def _worker_run(task: Task) -> dict[str, list]:
+    return run_task(task, _WORKER["inputs"], _WORKER["params"], _WORKER["fitter"], _WORKER["sources"])
+
+
+def n_workers(params: TrainParams) -> int:
+    """train.workers, where 0 means one per CPU core, or 1 when TensorFlow sees a GPU."""
+    if params.workers > 0:
+        return params.workers
+    import tensorflow as tf
+
+    return 1 if tf.config.list_physical_devices("GPU") else max(1, os.cpu_count() or 1)
+
+
+def cross_validate(inputs: Inputs, params: TrainParams, progress: bool = True) -> Result:
+    """Every (architecture, augmentation, cytokine, repeat, fold) of the grid; a failing unit is recorded, never fatal.
+
+    Tasks are independent (no shared mutable state): with `train.workers` > 1 they run in that many processes,
+    and every unit gives the same numbers wherever it runs.
+    """
+    tasks, folds, failures = plan(inputs, params)
+    parts: list[dict[str, list]] = []
+    units_per_task = params.folds * len(inputs.strategies)
+    bar = tqdm(
+        total=len(tasks) * units_per_task, desc="train", unit="fit", disable=not progress, file=sys.stderr
+    )
+    workers = min(n_workers(params), max(1, len(tasks)))
+    if workers == 1:
+        fitter, sources = Fitter(params), {}
+        for task in tasks:
+            bar.set_postfix_str(f"{task.architecture} {task.cytokine}", refresh=False)
+            parts.append(run_task(task, inputs, params, fitter, sources))
+            bar.update(units_per_task)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_worker_init, initargs=(inputs, params)
+        ) as pool:
+            futures = {pool.submit(_worker_run, task): task for task in tasks}
+            for future in as_completed(futures):
+                task = futures[future]
+                parts.append(future.result())
+                bar.set_postfix_str(f"{task.architecture} {task.cytokine}", refresh=False)
+                bar.update(units_per_task)
     bar.close()
-    unit_cols = UNIT_COLUMNS
+    gathered = {
+        key: [row for part in parts for row in part[key]]
+        for key in ("predictions", "curves", "fits", "failures")
+    }
+    failures += gathered["failures"]
+    frame = lambda rows, columns: (  # noqa: E731
+        pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
+    ).sort_values(UNIT_COLUMNS, kind="stable", ignore_index=True)
     return Result(
-        predictions=pd.concat(preds, ignore_index=True) if preds else pd.DataFrame(columns=[*unit_cols, "well_index", "plate", "well", "label", "prob"]),
-        curves=pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=CURVE_COLUMNS),
-        fits=pd.DataFrame(fits, columns=[*unit_cols, "n_train", "n_train_images", "n_val", "n_test", "best_epoch", "epochs_run", "seconds"]),
-        failures=pd.DataFrame(failures, columns=[*unit_cols, "error"]),
-        folds=pd.concat(fold_rows, ignore_index=True) if fold_rows else pd.DataFrame(columns=["cytokine", "repeat", "well_index", "fold"]),
+        predictions=frame(
+            gathered["predictions"], [*UNIT_COLUMNS, "well_index", "plate", "well", "label", "prob"]
+        ),
+        curves=frame(gathered["curves"], CURVE_COLUMNS),
+        fits=pd.DataFrame(
+            gathered["fits"],
+            columns=[
+                *UNIT_COLUMNS,
+                "n_train",
+                "n_train_images",
+                "n_val",
+                "n_test",
+                "best_epoch",
+                "epochs_run",
+                "seconds",
+            ],
+        ).sort_values(UNIT_COLUMNS, kind="stable", ignore_index=True),
+        failures=pd.DataFrame(failures, columns=[*UNIT_COLUMNS, "error"]),
+        folds=folds,
     )
 
 
 # ---- stage I/O -------------------------------------------------------------------------------------------
+
 
 def load_inputs(wrangled: Path, views: Path, vit_features: Path | None, params: params_mod.Params) -> Inputs:
     w = wrangle_mod.load(wrangled)
@@ -314,8 +514,12 @@ def load(out: Path) -> Result:
 def command(
     wrangled: Path = typer.Option(..., "--wrangled", help="Folder written by `cytoops wrangle`."),
     views: Path = typer.Option(..., "--views", help="View bank written by `cytoops augment`."),
-    vit_features: Path | None = typer.Option(None, "--features", help="ViT features written by `cytoops features`."),
-    out: Path = typer.Option(..., "--out", help="Folder for predictions.csv, curves.csv, fits.csv, failures.csv."),
+    vit_features: Path | None = typer.Option(
+        None, "--features", help="ViT features written by `cytoops features`."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder for predictions.csv, curves.csv, fits.csv, failures.csv."
+    ),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params.yaml to read."),
     overrides: list[str] = typer.Option([], "--set", help="Override a param: --set train.epochs=5"),
 ) -> None:
