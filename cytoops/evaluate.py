@@ -127,7 +127,7 @@ def figures(scores: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Path]
 
 
 def best_curve(means: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
-    """Per-epoch loss and validation loss of the best (architecture, augmentation, cytokine), fold 0, for dvc plots."""
+    """Per-epoch loss and validation loss of the best (architecture, augmentation, cytokine), first repeat and fold."""
     columns = ["epoch", "loss", "val_loss"]
     if means.empty or curves.empty:
         return pd.DataFrame(columns=columns)
@@ -136,6 +136,7 @@ def best_curve(means: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
         (curves.architecture == top.architecture)
         & (curves.augmentation == top.augmentation)
         & (curves.cytokine == top.cytokine)
+        & (curves.repeat == curves.repeat.min())
         & (curves.fold == curves.fold.min())
     )
     return curves.loc[pick, columns]

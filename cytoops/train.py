@@ -337,9 +337,13 @@ def run_task(
     for fold in range(params.folds):
         test = task.folds == fold
         train = ~test
-        val = split_validation(
-            y[train], groups[train], params.val_fraction, params.seed + 1000 * task.repeat + fold
-        )
+        try:
+            val = split_validation(y[train], groups[train], params.val_fraction, params.seed + 1000 * task.repeat + fold)
+        except ValueError as err:  # e.g. a training fold of one treatment: no grouped validation split
+            for strategy in inputs.strategies:
+                unit = Unit(task.architecture, strategy, task.cytokine, task.repeat, fold)
+                out["failures"].append({**unit.__dict__, "error": f"validation split: {err}"})
+            continue
         fit_wells, val_wells = wells[train][~val], wells[train][val]
         y_fit, y_val = y[train][~val], y[train][val]
         label_of = dict(zip(fit_wells, y_fit, strict=True))

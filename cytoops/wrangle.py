@@ -164,7 +164,8 @@ def save(w: Wrangled, out: Path) -> None:
     w.wells.assign(channels=",".join(w.channels)).to_csv(out / "wells.csv", index=False)
     w.labels.to_csv(out / "labels.csv", index=False)
     w.cytokines.to_csv(out / "cytokines.csv", index=False)
-    w.embeddings.to_csv(out / "embeddings.csv", index=False)
+    # plate and well lead, so the file has a header even for plates without embeddings
+    pd.concat([w.wells[["plate", "well"]], w.embeddings], axis=1).to_csv(out / "embeddings.csv", index=False)
 
 
 def load(out: Path) -> Wrangled:
@@ -177,7 +178,7 @@ def load(out: Path) -> Wrangled:
         channels=channels,
         labels=pd.read_csv(out / "labels.csv"),
         cytokines=pd.read_csv(out / "cytokines.csv", keep_default_na=False),
-        embeddings=pd.read_csv(out / "embeddings.csv"),
+        embeddings=pd.read_csv(out / "embeddings.csv").drop(columns=["plate", "well"]),
     )
 
 
