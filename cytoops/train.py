@@ -15,8 +15,10 @@ unit (no rebuilding or retracing); ViT heads train on the cached backbone featur
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
+import pickle
 import sys
 import time
 import zlib
@@ -338,7 +340,9 @@ def run_task(
         test = task.folds == fold
         train = ~test
         try:
-            val = split_validation(y[train], groups[train], params.val_fraction, params.seed + 1000 * task.repeat + fold)
+            val = split_validation(
+                y[train], groups[train], params.val_fraction, params.seed + 1000 * task.repeat + fold
+            )
         except ValueError as err:  # e.g. a training fold of one treatment: no grouped validation split
             for strategy in inputs.strategies:
                 unit = Unit(task.architecture, strategy, task.cytokine, task.repeat, fold)
@@ -419,34 +423,89 @@ def n_workers(params: TrainParams) -> int:
     return 1 if tf.config.list_physical_devices("GPU") else max(1, os.cpu_count() or 1)
 
 
-def cross_validate(inputs: Inputs, params: TrainParams, progress: bool = True) -> Result:
+class TaskCache:
+    """Finished tasks on disk, so an interrupted train stage resumes where it stopped.
+
+    A task's key hashes everything its result depends on: the inputs' content, the task, and the train and
+    augmentation params. A changed plate or param is a new key, never a stale hit.
+    """
+
+    def __init__(self, folder: Path | None, inputs: Inputs, params: TrainParams):
+        self.folder = folder
+        if folder is None:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        for array in (inputs.bank.images, None if inputs.vit is None else inputs.vit.values):
+            digest.update(b"none" if array is None else np.ascontiguousarray(array).tobytes())
+        digest.update(inputs.labels.to_csv(index=False).encode())
+        digest.update(inputs.wells.group.to_csv(index=False).encode())
+        digest.update(repr((inputs.channels, inputs.strategies, inputs.bank.views, params)).encode())
+        self._base = digest.hexdigest()
+
+    def _path(self, task: Task) -> Path:
+        key = hashlib.sha256(
+            f"{self._base}/{task.architecture}/{task.cytokine}/{task.repeat}".encode()
+        ).hexdigest()
+        return self.folder / f"{key[:32]}.pkl"
+
+    def get(self, task: Task) -> dict[str, list] | None:
+        if self.folder is None or not self._path(task).is_file():
+            return None
+        with open(self._path(task), "rb") as f:
+            return pickle.load(f)
+
+    def put(self, task: Task, part: dict[str, list]) -> None:
+        if self.folder is None:
+            return
+        tmp = self._path(task).with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(part, f)
+        tmp.replace(self._path(task))  # atomic: a killed run never leaves half a file under the real name
+
+
+def cross_validate(
+    inputs: Inputs, params: TrainParams, progress: bool = True, cache: Path | None = None
+) -> Result:
     """Every (architecture, augmentation, cytokine, repeat, fold) of the grid; a failing unit is recorded, never fatal.
 
     Tasks are independent (no shared mutable state): with `train.workers` > 1 they run in that many processes,
-    and every unit gives the same numbers wherever it runs.
+    and every unit gives the same numbers wherever it runs with the same thread count. With `cache`, finished
+    tasks are kept on disk and a rerun after an interruption only trains what is missing.
     """
     tasks, folds, failures = plan(inputs, params)
+    store = TaskCache(cache, inputs, params)
     parts: list[dict[str, list]] = []
     units_per_task = params.folds * len(inputs.strategies)
     bar = tqdm(
         total=len(tasks) * units_per_task, desc="train", unit="fit", disable=not progress, file=sys.stderr
     )
-    workers = min(n_workers(params), max(1, len(tasks)))
+    todo = []
+    for task in tasks:
+        part = store.get(task)
+        if part is None:
+            todo.append(task)
+        else:
+            parts.append(part)
+            bar.update(units_per_task)
+    workers = min(n_workers(params), max(1, len(todo)))
     if workers == 1:
         fitter, sources = Fitter(params), {}
-        for task in tasks:
+        for task in todo:
             bar.set_postfix_str(f"{task.architecture} {task.cytokine}", refresh=False)
             parts.append(run_task(task, inputs, params, fitter, sources))
+            store.put(task, parts[-1])
             bar.update(units_per_task)
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
             workers, mp_context=context, initializer=_worker_init, initargs=(inputs, params)
         ) as pool:
-            futures = {pool.submit(_worker_run, task): task for task in tasks}
+            futures = {pool.submit(_worker_run, task): task for task in todo}
             for future in as_completed(futures):
                 task = futures[future]
                 parts.append(future.result())
+                store.put(task, parts[-1])
                 bar.set_postfix_str(f"{task.architecture} {task.cytokine}", refresh=False)
                 bar.update(units_per_task)
     bar.close()
@@ -524,13 +583,18 @@ def command(
     out: Path = typer.Option(
         ..., "--out", help="Folder for predictions.csv, curves.csv, fits.csv, failures.csv."
     ),
+    cache: Path | None = typer.Option(
+        None,
+        "--cache",
+        help="Keep finished tasks here: a rerun after an interruption trains only what is missing.",
+    ),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params.yaml to read."),
     overrides: list[str] = typer.Option([], "--set", help="Override a param: --set train.epochs=5"),
 ) -> None:
     """Cross-validate every architecture x augmentation x kept cytokine; out-of-fold probabilities and curves."""
     p = params_mod.load(params_file, overrides)
     inputs = load_inputs(wrangled, views, vit_features, p)
-    result = cross_validate(inputs, p.train)
+    result = cross_validate(inputs, p.train, cache=cache)
     save(result, out)
     typer.echo(
         f"train: {len(result.fits)} fits, {len(result.failures)} failed, "

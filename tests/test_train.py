@@ -535,3 +535,27 @@ def test_save_and_load_round_trip(cnn_run, tmp_path):
     pd.testing.assert_frame_equal(back.predictions, result.predictions, check_dtype=False)
     pd.testing.assert_frame_equal(back.fits, result.fits, check_dtype=False)
     assert len(back.curves) == len(result.curves) and len(back.folds) == len(result.folds)
+
+
+def test_an_interrupted_run_resumes_from_its_task_cache(tmp_path, monkeypatch):
+    inputs, params = synthetic_inputs(), fast_params()
+    first = train.cross_validate(inputs, params, progress=False, cache=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.pkl"))) == len(inputs.kept) * len(params.architectures)
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a cached task was trained again")
+
+    monkeypatch.setattr(train, "run_task", must_not_train)
+    again = train.cross_validate(inputs, params, progress=False, cache=tmp_path / "cache")
+    pd.testing.assert_frame_equal(first.predictions, again.predictions)
+    pd.testing.assert_frame_equal(first.curves, again.curves)
+
+
+def test_a_changed_param_is_not_served_from_the_task_cache(tmp_path, monkeypatch):
+    inputs = synthetic_inputs()
+    train.cross_validate(inputs, fast_params(), progress=False, cache=tmp_path / "cache")
+    calls = []
+    real = train.run_task
+    monkeypatch.setattr(train, "run_task", lambda *a, **k: calls.append(1) or real(*a, **k))
+    train.cross_validate(inputs, fast_params(learning_rate=0.01), progress=False, cache=tmp_path / "cache")
+    assert calls, "a run with another learning rate must train, not reuse the cache"
