@@ -102,6 +102,23 @@ def split_validation(labels: np.ndarray, groups: np.ndarray, fraction: float, se
     return mask
 
 
+def initial_weights(model, rng: np.random.Generator) -> list[np.ndarray]:
+    """Fresh weights as Keras would draw them for these layers (Glorot-uniform kernels, zero biases), from `rng`."""
+    weights = []
+    for variable in model.weights:
+        shape = tuple(variable.shape)
+        if variable.name == "kernel":
+            receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+            fan_in, fan_out = receptive * shape[-2], receptive * shape[-1]
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            weights.append(rng.uniform(-limit, limit, shape).astype(np.float32))
+        elif variable.name == "bias":
+            weights.append(np.zeros(shape, dtype=np.float32))
+        else:
+            raise ValueError(f"no initial-weight rule for {variable.path}: extend train.initial_weights")
+    return weights
+
+
 class Fitter:
     """Trains a unit from fresh seeded weights, without rebuilding or retracing anything.
 
@@ -193,15 +210,12 @@ class Fitter:
         Returns (model, history, best_epoch). The model is reused by the next fit of the same architecture
         and shape: use it (e.g. `probability`) before fitting again.
         """
-        import keras
-
         slot = self._slot(architecture, tuple(x.shape[1:]))
         model, p = slot["model"], self.params
-        keras.utils.set_random_seed(seed)  # Keras' initializers draw from its seed; the same as a fresh build
-        model.set_weights(self._build(architecture, tuple(x.shape[1:])).get_weights())
+        rng = np.random.default_rng(seed)
+        model.set_weights(initial_weights(model, rng))
         for variable, value in zip(slot["optimizer"].variables, slot["optimizer_state"], strict=True):
             variable.assign(value)
-        rng = np.random.default_rng(seed)
         y_fit, y_check = self._targets(slot, y), self._targets(slot, y_val)
         history: dict[str, list[float]] = {"loss": [], "val_loss": [], "accuracy": [], "val_accuracy": []}
         best_loss, best_epoch, best_weights, wait = np.inf, 0, None, 0
@@ -415,12 +429,22 @@ def _worker_run(task: Task) -> dict[str, list]:
 
 
 def n_workers(params: TrainParams) -> int:
-    """train.workers, where 0 means one per CPU core, or 1 when TensorFlow sees a GPU."""
+    """train.workers, where 0 means one per CPU core, or 1 on a machine with an NVIDIA GPU.
+
+    Decided without importing TensorFlow here: the parent process only coordinates, and TensorFlow alone
+    would cost it about 750 MB.
+    """
     if params.workers > 0:
         return params.workers
-    import tensorflow as tf
-
-    return 1 if tf.config.list_physical_devices("GPU") else max(1, os.cpu_count() or 1)
+    has_gpu = any(Path("/dev").glob("nvidia[0-9]*")) and os.environ.get("CUDA_VISIBLE_DEVICES", "0") not in (
+        "",
+        "-1",
+    )
+    return (
+        1
+        if has_gpu
+        else max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    )
 
 
 class TaskCache:
@@ -488,6 +512,10 @@ def cross_validate(
         else:
             parts.append(part)
             bar.update(units_per_task)
+    cost = {"deep_cnn": 3, "wide_cnn": 2}  # roughly relative time per fit; heads are cheapest
+    todo.sort(
+        key=lambda t: (-cost.get(t.architecture, 1), -len(t.wells))
+    )  # longest first: no long tail at the end
     workers = min(n_workers(params), max(1, len(todo)))
     if workers == 1:
         fitter, sources = Fitter(params), {}
