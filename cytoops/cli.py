@@ -13,7 +13,20 @@ from collections.abc import Callable
 
 import typer
 
-from cytoops import augment, demo, evaluate, features, pipeline, plate, train, wrangle
+from cytoops import (
+    augment,
+    demo,
+    evaluate,
+    features,
+    pipeline,
+    plate,
+    predict,
+    register,
+    tracking,
+    train,
+    verdict,
+    wrangle,
+)
 
 app = typer.Typer(
     help=(
@@ -85,6 +98,11 @@ COMMANDS: dict[str, Callable] = {
     "evaluate": evaluate.command,
     "run": pipeline.command,
     "summary": evaluate.summary_command,
+    "track": tracking.command,
+    "register": register.command,
+    "best-model": register.best_model_command,
+    "predict": predict.command,
+    "verdict": verdict.command,
     "models": models_command,
 }
 for _name, _fn in COMMANDS.items():

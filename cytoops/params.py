@@ -59,11 +59,14 @@ class TrainParams:
     learning_rate: float = 1e-3
     patience: int = 5
     val_fraction: float = 0.2
+    workers: int = 0  # processes training units in parallel; 0 = one per CPU core (1 when a GPU is visible)
     precision: str = "float32"  # or mixed_bfloat16: about 2x faster deep CNN on CPUs with AVX512-BF16
 
     def __post_init__(self):
         if self.precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
             raise ValueError(f"train.precision is {self.precision!r}: use float32, mixed_bfloat16 or mixed_float16")
+        if self.workers < 0:
+            raise ValueError(f"train.workers is {self.workers}: use 0 (one per core) or a positive number")
         if self.repeats < 1:
             raise ValueError(f"train.repeats is {self.repeats}: use at least 1")
         bad = [a for a in self.architectures if a not in ARCHITECTURES]
@@ -82,6 +85,65 @@ class EvaluateParams:
     f1_cutoff: float = 0.7
 
 
+LOG_MODELS = ("champions", "all", "none")
+PROMOTE = ("best", "latest")
+
+
+@dataclass(frozen=True)
+class TrackingParams:
+    experiment: str = "cytoops"  # MLflow experiment (store: MLFLOW_TRACKING_URI, else mlflow.db in the repo root)
+    log_models: str = "champions"  # champions: each cytokine's best CNN, registered; all: also every model; none
+    promote: str = "best"  # best: `champion` moves only to a version with CV F1 >= the current one's; latest: always
+
+    def __post_init__(self):
+        if not str(self.experiment).strip():
+            raise ValueError("tracking.experiment is empty: name the MLflow experiment (e.g. cytoops)")
+        if self.log_models not in LOG_MODELS:
+            raise ValueError(f"tracking.log_models is {self.log_models!r}: choose one of {', '.join(LOG_MODELS)}")
+        if self.promote not in PROMOTE:
+            raise ValueError(f"tracking.promote is {self.promote!r}: choose one of {', '.join(PROMOTE)}")
+
+
+VERDICT_TESTS = ("conditional", "refit")
+REFIT_SCOPES = ("none", "top", "called", "candidates", "all")
+BEAT_RULES = ("both", "f1", "roc_auc", "either")
+
+
+@dataclass(frozen=True)
+class VerdictParams:
+    alpha: float = 0.05  # Benjamini-Hochberg FDR level across the kept cytokines
+    test: str = "conditional"  # the p behind the call: conditional (max-T over the grid) or refit
+    n_perm: int = 9999  # conditional test-label permutations (no refits): p floor 1 / (n_perm + 1)
+    n_perm_cnn: int = 19  # refit permutations when the best model is a CNN (each one a CV fit)
+    n_perm_vit: int = 49  # refit permutations when it is a ViT head (cheaper fits)
+    refit_scope: str = "top"  # cytokines refitted: none, top (smallest p), called, candidates, all
+    refit_max: int = 3  # at most this many cytokines get the refit test (0: no cap)
+    refit_augmentation: str = "cheapest"  # cheapest (fewest training views) or best (the best model's own)
+    refit_stop_after: int = 3  # stop a cytokine's refits once this many null F1s reach the observed F1
+    beat_on: str = "both"  # the best model must beat every baseline on: both (F1, AUC), f1, roc_auc, either
+    n_boot: int = 1000  # cluster-bootstrap draws (treatment groups within test folds) for the intervals
+    level: float = 0.95  # interval coverage
+    heatmaps: int = 6  # cytokines shown on plate maps in the report
+    seed: int = 42
+
+    def __post_init__(self):
+        if self.test not in VERDICT_TESTS:
+            raise ValueError(f"verdict.test is {self.test!r}: choose one of {', '.join(VERDICT_TESTS)}")
+        if self.refit_scope not in REFIT_SCOPES:
+            raise ValueError(
+                f"verdict.refit_scope is {self.refit_scope!r}: choose one of {', '.join(REFIT_SCOPES)}"
+            )
+        if self.refit_augmentation not in ("cheapest", "best"):
+            raise ValueError(f"verdict.refit_augmentation is {self.refit_augmentation!r}: cheapest or best")
+        if self.beat_on not in BEAT_RULES:
+            raise ValueError(f"verdict.beat_on is {self.beat_on!r}: choose one of {', '.join(BEAT_RULES)}")
+        if not 0 < self.alpha < 1 or not 0 < self.level < 1:
+            raise ValueError(f"verdict.alpha ({self.alpha}) and .level ({self.level}) must be in (0, 1)")
+        refits = (self.n_perm_cnn, self.n_perm_vit, self.refit_stop_after, self.refit_max)
+        if min(self.n_perm, self.n_boot) < 1 or min(refits) < 0:
+            raise ValueError("verdict: n_perm, n_boot >= 1; n_perm_cnn, n_perm_vit, refit_* >= 0")
+
+
 @dataclass(frozen=True)
 class Params:
     wrangle: WrangleParams = field(default_factory=WrangleParams)
@@ -89,6 +151,15 @@ class Params:
     features: FeaturesParams = field(default_factory=FeaturesParams)
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    tracking: TrackingParams = field(default_factory=TrackingParams)
+    verdict: VerdictParams = field(default_factory=VerdictParams)
+
+    def __post_init__(self):
+        if "deep_cnn" in self.train.architectures and self.wrangle.image_size < 64:
+            raise ValueError(
+                f"deep_cnn needs wrangle.image_size >= 64 (its fourth convolution has nothing left at "
+                f"{self.wrangle.image_size}); raise image_size or drop deep_cnn from train.architectures"
+            )
 
     def flat(self) -> dict[str, object]:
         """`section.key -> value`, for logging."""
@@ -99,12 +170,45 @@ class Params:
         }
 
 
+def _coerce(value, annotation: str, key: str):
+    """A YAML value as the field's declared type; a ValueError naming the key when it is not one."""
+    optional = annotation.endswith("| None")
+    kind = annotation.removesuffix("| None").strip()
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"params: {key} may not be empty (expected {kind})")
+    if kind.startswith("tuple"):
+        items = value if isinstance(value, list | tuple) else str(value).split(",")
+        return tuple(str(v).strip() for v in items)
+    try:
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if kind == "int":
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise TypeError
+            return int(float(value))
+        if kind == "float":
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)  # also YAML's "1e-4", which it reads as a string
+        if kind == "str":
+            if isinstance(value, list | dict):
+                raise TypeError
+            return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"params: {key} is {value!r}, which is not a valid {kind}") from None
+    return value
+
+
 def _section(cls, raw: dict, name: str):
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ValueError(f"params: unknown key(s) {', '.join(name + '.' + k for k in unknown)}; known: {', '.join(known)}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    values = {k: _coerce(v, str(known[k].type), f"{name}.{k}") for k, v in raw.items()}
     return cls(**values)
 
 

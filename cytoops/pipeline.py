@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from cytoops import augment, evaluate, features, train, wrangle
+from cytoops import augment, evaluate, features, train, verdict, wrangle
 from cytoops import params as params_mod
 
 
@@ -27,9 +27,14 @@ def run_all(data: Path, out: Path, p: params_mod.Params) -> dict:
         vit_path = out / "features" / "vit.npz"
         features.save(features.compute(bank, p.features), vit_path)
     inputs = train.load_inputs(out / "wrangle", out / "augment" / "views.npz", vit_path, p)
-    result = train.cross_validate(inputs, p.train)
+    result = train.cross_validate(inputs, p.train, cache=out / "cache" / "train")
     train.save(result, out / "train")
-    return evaluate.run(result, w.cytokines, out / "reports", out / "metrics" / "summary.json", p.evaluate)
+    summary = evaluate.run(result, w.cytokines, out / "reports", out / "metrics" / "summary.json", p.evaluate)
+    verdict.run(
+        out / "wrangle", out / "train", out / "augment" / "views.npz", vit_path, data, out / "reports",
+        out / "metrics" / "verdict.json", p, log=typer.echo,
+    )
+    return summary
 
 
 def command(
@@ -37,8 +42,27 @@ def command(
     out: Path = typer.Option(..., "--out", help="Folder for every output of every stage."),
     params_file: Path | None = typer.Option(None, "--params", help="params.yaml to read (default: built-in defaults)."),
     overrides: list[str] = typer.Option([], "--set", help="Override a param, repeatable: --set train.epochs=5"),
+    track: bool = typer.Option(True, "--track/--no-track", help="Log to MLflow and register the champions."),
 ) -> None:
-    """Run wrangle, augment, features, train and evaluate in-process (no DVC needed)."""
+    """Run wrangle, augment, features, train and evaluate in-process (no DVC needed); then log the run to
+    MLflow and register each cytokine's champion (as the DVC stages track and register do)."""
+    from cytoops import register, tracking
+
     p = params_mod.load(params_file, overrides)
-    summary = run_all(data, out, p)
+    if not track:
+        summary = run_all(data, out, p)
+    else:
+        store = tracking.connect(p.tracking.experiment)  # a store that does not answer fails here, not after
+        data_dvc = Path(data).resolve().parent / f"{Path(data).resolve().name}.dvc"
+        with tracking.pipeline_run(store, p, data_dvc=data_dvc, stage="run") as tracked:
+            summary = run_all(data, out, p)
+            tracking.log_results(tracked, out / "train", out / "reports", out / "metrics" / "summary.json", p)
+            tracked.save(out / "track" / "run.json")
+            register.register(
+                tracked, out / "train", out / "wrangle", out / "augment" / "views.npz",
+                out / "features" / "vit.npz", out / "reports" / "f1_per_cytokine.csv",
+                out / "register" / "registered.json", p,
+                data_version=tracking.data_version(data_dvc),
+                git_commit=tracking.git_info().get("git_commit", ""),
+            )
     typer.echo(json.dumps({k: summary[k] for k in ("best_model", "n_cytokines_kept", "n_cytokines_predicted_by_any")}))

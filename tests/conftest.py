@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 import yaml
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any test imports TensorFlow: quiet its C++ logs
 
 TINY_WELLS = ("A01", "A02", "A03", "A04", "B01", "B02", "B03", "B04")
 TINY_CYTOKINES = ("IL-6", "TNF-α", "IL-12p40/p70")
@@ -127,6 +130,73 @@ def tiny_plate(tmp_path):
             rows = [
                 [spell_well(w, well_style), *(f"{v:.5f}" for v in rng.normal(size=4))] for w in TINY_WELLS
             ]
+            _write_csv(plate / "embeddings.csv", ["well", "emb_0", "emb_1", "emb_2", "emb_3"], rows)
+        return data_dir
+
+    return make
+
+
+# ---- a larger plate, for the end-to-end pipeline test -----------------------------------------------------
+
+WIDE_CYTOKINES = ("IL-6", "TNF-α", "IL-10")
+
+
+@pytest.fixture
+def wide_plate(tmp_path):
+    """Factory: `wide_plate(**options) -> data_dir` writes one valid plate big enough for grouped two-fold
+    cross-validation with balancing: `treatments` x `replicates` wells (default 16 x 2 = 32 wells, filled
+    row-major on a 96-well plate: A01-A12, B01-B12, C01-C08), replicates of a treatment side by side.
+    Images are (3, size, size) uint16 (default 32x32). Cytokines (WIDE_CYTOKINES):
+
+    - IL-6: responders (value 1 +- noise) are the wells of the first half of the treatments, the others
+      read -1 +- noise; responders have a brighter actin channel (the planted, learnable signal);
+    - TNF-α: noise around 0 (about half responders with the default threshold 0);
+    - IL-10: only the first well responds (1 balanced pair: dropped by any min_wells above 2).
+
+    layout.csv names the treatments t00, t01, ...; t00 is the negative control ("DMSO" role
+    negative_control), the rest are samples. embeddings.csv (emb_0..emb_3) unless `embeddings=False`.
+    No plate.yaml.
+    """
+
+    def make(
+        *,
+        treatments: int = 16,
+        replicates: int = 2,
+        size: int = 32,
+        seed: int = 0,
+        plate_id: str = "plate-1",
+        embeddings: bool = True,
+    ) -> Path:
+        rng = np.random.default_rng(seed)
+        data_dir = tmp_path / "data"
+        plate = data_dir / plate_id
+        (plate / "images").mkdir(parents=True)
+        n = treatments * replicates
+        if n > 96:
+            raise ValueError("wide_plate fills one 96-well plate: at most 96 wells")
+        wells = [f"{'ABCDEFGH'[i // 12]}{i % 12 + 1:02d}" for i in range(n)]
+        treatment = [i // replicates for i in range(n)]
+        responder = [t < treatments // 2 for t in treatment]
+        for well, hot in zip(wells, responder, strict=True):
+            image = rng.integers(0, 1000, size=(3, size, size))
+            if hot:
+                image[0] += 2000
+            file = plate / "images" / f"{well}.tif"
+            tifffile.imwrite(file, image.astype("uint16"), photometric="minisblack")
+        rows = []
+        for i, (well, hot) in enumerate(zip(wells, responder, strict=True)):
+            il6 = (1.0 if hot else -1.0) + 0.1 * rng.normal()
+            tnf = rng.normal()
+            il10 = 1.0 if i == 0 else -1.0 - rng.random()
+            rows.append([well, f"{il6:.4f}", f"{tnf:.4f}", f"{il10:.4f}"])
+        _write_csv(plate / "cytokines.csv", ["well", *WIDE_CYTOKINES], rows)
+        layout = [
+            [w, f"t{t:02d}", "", "negative_control" if t == 0 else "sample"]
+            for w, t in zip(wells, treatment, strict=True)
+        ]
+        _write_csv(plate / "layout.csv", ["well", "treatment", "concentration", "role"], layout)
+        if embeddings:
+            rows = [[w, *(f"{v:.5f}" for v in rng.normal(size=4))] for w in wells]
             _write_csv(plate / "embeddings.csv", ["well", "emb_0", "emb_1", "emb_2", "emb_3"], rows)
         return data_dir
 

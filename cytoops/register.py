@@ -1,0 +1,570 @@
+"""register: each kept cytokine's champion in the MLflow model registry, and `cytoops best-model`.
+
+The champion of a cytokine is its best CNN (wide_cnn or deep_cnn, any augmentation) by mean cross-validated
+F1. Cross-validation kept no model (each fold's model saw half the wells), so the champion is refit on all the
+cytokine's balanced wells, with its augmentation's views and the epoch count its folds chose (the median best
+epoch, rounded up: the refit sees more wells than a fold did), then logged with `mlflow.keras.log_model` in
+the nested run of its (architecture, augmentation), registered as `cytoops-<slug>` and given the alias
+`champion` (by default only when its CV F1 is at least the current champion's on the same data version:
+`tracking.promote`). `tracking.log_models: all` also refits and logs every other model; a ViT model is logged
+as its trained head with a reference to its backbone (`load_vit` puts them together); `none` logs none.
+
+`choose_champions` and `refit` are the core (no MLflow); the rest is the edge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import math
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import typer
+
+from cytoops import augment, tracking
+from cytoops import params as params_mod
+from cytoops import train as train_mod
+from cytoops.plate import slugify
+from cytoops.tracking import TrackingError, retry
+
+CNNS = ("wide_cnn", "deep_cnn")
+PREFIX = "cytoops-"
+ALIAS = "champion"
+OUTPUT = "logits of (not responder, responder): P(responder) = softmax(logits)[:, 1]"
+
+
+def model_name(cytokine: str) -> str:
+    """Registered model name of a cytokine (its name as in the plate, or its slug)."""
+    return PREFIX + slugify(cytokine)
+
+
+# ---- core --------------------------------------------------------------------------------
+
+
+def choose_champions(means: pd.DataFrame, fits: pd.DataFrame, kept, default_epochs: int) -> pd.DataFrame:
+    """Per kept cytokine, the CNN (architecture, augmentation) with the highest mean CV F1 (ties: higher ROC
+    AUC, then name order), and the epochs to refit it: the median best epoch of its folds, rounded up."""
+    m = means[means.architecture.isin(CNNS) & means.cytokine.isin(list(kept)) & means.f1.notna()].copy()
+    if "roc_auc" not in m.columns:
+        m["roc_auc"] = np.nan
+    m = m.sort_values(
+        ["cytokine", "f1", "roc_auc", "architecture", "augmentation"],
+        ascending=[True, False, False, True, True],
+        na_position="last",
+    )
+    best = m.groupby("cytokine", sort=True).head(1).reset_index(drop=True)
+    return best.assign(
+        epochs=[
+            epochs_for(fits, r.architecture, r.augmentation, r.cytokine, default_epochs)
+            for r in best.itertuples()
+        ]
+    )
+
+
+def all_models(means: pd.DataFrame, fits: pd.DataFrame, kept, default_epochs: int) -> pd.DataFrame:
+    """Every (architecture, augmentation, kept cytokine) that was cross-validated (`log_models: all`)."""
+    m = means[means.cytokine.isin(list(kept))].copy().reset_index(drop=True)
+    return m.assign(
+        epochs=[
+            epochs_for(fits, r.architecture, r.augmentation, r.cytokine, default_epochs)
+            for r in m.itertuples()
+        ]
+    )
+
+
+def epochs_for(fits: pd.DataFrame, architecture: str, augmentation: str, cytokine: str, default: int) -> int:
+    pick = (
+        (fits.architecture == architecture)
+        & (fits.augmentation == augmentation)
+        & (fits.cytokine == cytokine)
+    )
+    best = pd.to_numeric(fits.loc[pick, "best_epoch"], errors="coerce").dropna()
+    return max(1, math.ceil(float(best.median()))) if len(best) else default
+
+
+def training_set(inputs: train_mod.Inputs, source: np.ndarray, cytokine: str, augmentation: str):
+    """All balanced wells of a cytokine under its augmentation's views: (x, y, example, n_wells)."""
+    rows = inputs.labels[
+        (inputs.labels.cytokine == cytokine) & inputs.labels.balanced.astype(str).str.lower().eq("true")
+    ]
+    wells = rows.well_index.to_numpy().astype(int)
+    label_of = dict(zip(wells, rows.label.to_numpy().astype(int), strict=True))
+    x, src = augment.training_views(source, inputs.bank.views, augmentation, wells)
+    y = np.array([label_of[s] for s in src])
+    example = np.asarray(augment.identity_view(source, inputs.bank.views, wells[:1]), dtype=np.float32)
+    return np.asarray(x, dtype=np.float32), y, example, len(wells)
+
+
+def refit(architecture: str, x: np.ndarray, y: np.ndarray, epochs: int, p: params_mod.TrainParams, seed: int):
+    """A fresh seeded model of `architecture` trained on (x, y) for exactly `epochs` epochs (no held-out data:
+    the folds chose the epoch count)."""
+    import keras
+
+    from cytoops import models
+
+    keras.utils.set_random_seed(seed)
+    spec = models.get(architecture)
+    mp = models.ModelParams(learning_rate=p.learning_rate, dtype_policy=p.precision)
+    model = (
+        spec.build(tuple(x.shape[1:]), mp)
+        if spec.kind == "cnn"
+        else models.build_head(architecture, x.shape[1], mp)
+    )
+    model.fit(x, y, epochs=epochs, batch_size=p.batch_size, shuffle=True, verbose=0)
+    return model
+
+
+def refit_seed(architecture: str, augmentation: str, cytokine: str, base: int) -> int:
+    """The refit's own seed, from its name (repeat -1 and fold -1: never a cross-validation unit's)."""
+    return train_mod.Unit(architecture, augmentation, cytokine, -1, -1).seed(base)
+
+
+# ---- edge: logging and registering ------------------------------------------------------------
+
+
+def _requirements() -> list[str]:
+    reqs = []
+    for dist in ("keras", "tensorflow", "tensorflow-cpu"):
+        try:
+            reqs.append(f"{dist}=={importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return reqs
+
+
+def _keras_flavor():
+    """mlflow.keras for `Model.log`, which makes the model folder before saving into it:
+    `mlflow.keras.log_model(..., input_example=...)` fails in MLflow 3.17 (FileNotFoundError on
+    .../model/input_example.json: its save_model writes the example before making the folder; mlflow#16183).
+    Everything else is mlflow.keras.log_model's own path: same `Model.log`, same flavor, same files."""
+    import mlflow.keras
+
+    def save_model(path, **kwargs):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        return mlflow.keras.save_model(path=path, **kwargs)
+
+    return types.SimpleNamespace(__name__=mlflow.keras.__name__, save_model=save_model)
+
+
+def log_keras_model(model, *, name: str, example: np.ndarray, meta: dict, params: dict, tags: dict):
+    """Log a trained Keras model in the active run, as `mlflow.keras.log_model(name=...)` does: weights
+    without the optimizer's state (a third of the size), a signature and an input example; pinned
+    requirements (no slow inference of them)."""
+    import keras
+    from mlflow.models import Model, infer_signature
+
+    copy = type(model).from_config(model.get_config())  # the same layers, not compiled: no optimizer state
+    copy.set_weights(model.get_weights())
+    signature = infer_signature(example, np.asarray(copy.predict(example, verbose=0)))
+    interactive = keras.config.is_interactive_logging_enabled()
+    keras.config.disable_interactive_logging()  # MLflow checks the input example with a verbose predict
+    try:
+        return retry(
+            Model.log,
+            artifact_path=None,
+            name=name,
+            flavor=_keras_flavor(),
+            model=copy,
+            signature=signature,
+            input_example=example,
+            pip_requirements=_requirements(),
+            metadata={"cytoops": meta},
+            params={k: str(v) for k, v in params.items()},
+            tags={k: str(v) for k, v in tags.items()},
+        )
+    finally:
+        if interactive:
+            keras.config.enable_interactive_logging()
+
+
+def register_version(info, cytokine: str, tags: dict, promote: str) -> dict:
+    """Register a logged model as `cytoops-<slug>`; move the alias `champion` to it when `promote` allows."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    name = model_name(cytokine)
+    tags = {k: str(v) for k, v in tags.items()}
+    version = retry(mlflow.register_model, info.model_uri, name, tags=tags)
+    retry(client.set_registered_model_tag, name, "cytokine", cytokine)
+    try:
+        current = retry(client.get_model_version_by_alias, name, ALIAS)
+    except MlflowException:
+        current = None
+    keep = None
+    if promote == "best" and current is not None and current.version != version.version:
+        same_data = current.tags.get("data_version") == tags.get("data_version")
+        try:
+            theirs = float(current.tags.get("cv_f1", "nan"))
+        except ValueError:
+            theirs = math.nan
+        if same_data and not math.isnan(theirs) and theirs > float(tags["cv_f1"]):
+            keep = current
+    if keep is None:
+        retry(client.set_registered_model_alias, name, ALIAS, version.version)
+    champion = keep or version
+    return {
+        "registered_model": name,
+        "version": str(version.version),
+        "champion_version": str(champion.version),
+        "promoted": keep is None,
+        "model_uri": info.model_uri,
+    }
+
+
+def _vit_meta(inputs: train_mod.Inputs, p: params_mod.Params) -> dict:
+    from cytoops import models
+
+    weights = inputs.vit.weights if inputs.vit is not None else "random"
+    if weights != "random" and Path(weights).exists():
+        weights = str(Path(weights).resolve())
+    return {
+        "weights": weights,
+        "seed": p.features.seed,
+        "layers": models.ModelParams().vit_layers,
+        "image_size": int(inputs.bank.images.shape[-1]),
+        "input": "features.to_vit_input(images): channels-last actin, mito, nucleus as RGB in [-1, 1]",
+    }
+
+
+def register(
+    tracked: tracking.Tracked,
+    trained: Path,
+    wrangled: Path,
+    views: Path,
+    vit_features: Path | None,
+    scores: Path,
+    out: Path,
+    p: params_mod.Params,
+    *,
+    data_version: str = "untracked",
+    git_commit: str = "",
+) -> dict:
+    """Refit, log and register, under the open parent run `tracked`; write the listing to `out`."""
+    from cytoops import models
+
+    means = pd.read_csv(scores)
+    result = train_mod.load(trained)
+    cytokines = pd.read_csv(Path(wrangled) / "cytokines.csv", keep_default_na=False)
+    kept = cytokines.cytokine[cytokines.kept.astype(str).str.lower().eq("true")].tolist()
+    mode = p.tracking.log_models
+    champions = choose_champions(means, result.fits, kept, p.train.epochs)
+    listing: dict = {
+        "tracking_uri": tracked.tracking_uri,
+        "experiment": tracked.experiment,
+        "pipeline_run_id": tracked.run_id,
+        "log_models": mode,
+        "champions": [],
+        "not_registered": [
+            {"cytokine": c, "reason": "no CNN was cross-validated on it (train.architectures)"}
+            for c in kept
+            if c not in set(champions.cytokine)
+        ],
+    }
+    todo = all_models(means, result.fits, kept, p.train.epochs) if mode == "all" else champions
+    if mode == "none":
+        listing["champions"] = [
+            {
+                "cytokine": r.cytokine,
+                "architecture": r.architecture,
+                "augmentation": r.augmentation,
+                "cv_f1": round(float(r.f1), 4),
+                "registered_model": None,
+            }
+            for r in champions.itertuples()
+        ]
+        _write(listing, out)
+        typer.echo(
+            f"register: tracking.log_models is none: {len(champions)} champions chosen, none logged -> {out}"
+        )
+        return listing
+    archs = tuple(dict.fromkeys(todo.architecture)) or CNNS[:1]
+    needs_vit = any(models.get(a).kind == "vit" for a in archs)
+    p_inputs = dataclasses.replace(p, train=dataclasses.replace(p.train, architectures=archs))
+    inputs = train_mod.load_inputs(wrangled, views, vit_features if needs_vit else None, p_inputs)
+    champion_of = {(r.cytokine, r.architecture, r.augmentation) for r in champions.itertuples()}
+    channels = list(p.train.cnn_channels)
+    image_size = int(inputs.bank.images.shape[-1])
+    cnn_bank = None
+    for (architecture, augmentation), group in todo.groupby(["architecture", "augmentation"], sort=True):
+        key = f"{architecture}/{augmentation}"
+        if key not in tracked.nested:
+            raise TrackingError(
+                f"the track stage logged no nested run for {key}: rerun it (dvc repro -f track)"
+            )
+        kind = models.get(architecture).kind
+        if kind == "cnn":
+            cnn_bank = (
+                cnn_bank if cnn_bank is not None else train_mod.cnn_view_bank(inputs, p.train.cnn_channels)
+            )
+            source = cnn_bank
+        else:
+            if inputs.vit is None or inputs.vit.views != inputs.bank.views:
+                raise ValueError(f"{architecture} needs the ViT features of these views: pass --features")
+            source = inputs.vit.values
+        with tracking.active_run(tracked.nested[key], nested=True):
+            for r in group.itertuples():
+                slug = slugify(r.cytokine)
+                x, y, example, n_wells = training_set(inputs, source, r.cytokine, augmentation)
+                model = refit(
+                    architecture,
+                    x,
+                    y,
+                    int(r.epochs),
+                    p.train,
+                    refit_seed(architecture, augmentation, r.cytokine, p.train.seed),
+                )
+                is_champion = (r.cytokine, architecture, augmentation) in champion_of
+                tags = {
+                    "cytokine": r.cytokine,
+                    "slug": slug,
+                    "cv_f1": round(float(r.f1), 4),
+                    "cv_roc_auc": round(float(r.roc_auc), 4)
+                    if "roc_auc" in group.columns and not pd.isna(r.roc_auc)
+                    else "nan",
+                    "architecture": architecture,
+                    "augmentation": augmentation,
+                    "epochs": int(r.epochs),
+                    "n_wells": n_wells,
+                    "n_images": len(x),
+                    "image_size": image_size,
+                    "channels": ",".join(channels) if kind == "cnn" else "actin,mito,nucleus (ViT features)",
+                    "wrangle_method": p.wrangle.method,
+                    "wrangle_threshold": p.wrangle.threshold,
+                    "source_run_id": tracked.nested[key],
+                    "pipeline_run_id": tracked.run_id,
+                    "data_version": data_version,
+                    "git_commit": git_commit,
+                    "output": OUTPUT if kind == "cnn" else "P(responder) (sigmoid) of the ViT features",
+                }
+                meta = {k: (v if isinstance(v, int | float | str) else str(v)) for k, v in tags.items()}
+                if kind == "cnn":
+                    meta["channels"] = channels
+                else:
+                    meta["backbone"] = _vit_meta(inputs, p)
+                info = log_keras_model(
+                    model,
+                    name=f"model-{slug}",
+                    example=example,
+                    meta=meta,
+                    params={"epochs": int(r.epochs), "n_wells": n_wells, "n_images": len(x)},
+                    tags={"cytokine": r.cytokine, "champion_candidate": str(is_champion).lower()},
+                )
+                line = (
+                    f"register: {r.cytokine}: {key} (CV F1 {float(r.f1):.3f}), "
+                    f"{int(r.epochs)} epochs on {n_wells} wells"
+                )
+                if is_champion:
+                    entry = register_version(info, r.cytokine, tags, p.tracking.promote)
+                    listing["champions"].append(
+                        {
+                            **{
+                                k: tags[k]
+                                for k in (
+                                    "cytokine",
+                                    "slug",
+                                    "architecture",
+                                    "augmentation",
+                                    "cv_f1",
+                                    "epochs",
+                                    "n_wells",
+                                    "source_run_id",
+                                )
+                            },
+                            **entry,
+                        }
+                    )
+                    held = "" if entry["promoted"] else f" (kept v{entry['champion_version']}: higher CV F1)"
+                    line += f" -> {entry['registered_model']} v{entry['version']}" + (
+                        f" @{ALIAS}" if entry["promoted"] else held
+                    )
+                typer.echo(line)
+                del model
+    _write(listing, out)
+    typer.echo(f"register: {len(listing['champions'])} champions registered ({mode}) -> {out}")
+    return listing
+
+
+def _write(listing: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(listing, indent=2) + "\n")
+
+
+# ---- loading --------------------------------------------------------------------------------
+
+
+def load_vit(model_uri: str):
+    """A logged ViT model (its head) put together with its backbone: one Keras model reading images as
+    `features.to_vit_input` makes them. The backbone is rebuilt from the weights file the run used (or, for a
+    random backbone, from its seed), so nothing logged holds vit-keras' Lambda layers (no need for
+    `safe_mode=False`)."""
+    import keras
+    import mlflow
+
+    from cytoops import models
+
+    meta = (mlflow.models.get_model_info(model_uri).metadata or {}).get("cytoops", {})
+    backbone_meta = meta.get("backbone")
+    if not backbone_meta:
+        raise ValueError(f"{model_uri} is not a cytoops ViT head (no backbone reference in its metadata)")
+    head = mlflow.keras.load_model(model_uri)
+    weights = None if backbone_meta["weights"] == "random" else backbone_meta["weights"]
+    if weights is None:
+        keras.utils.set_random_seed(int(backbone_meta["seed"]))  # as the features stage seeded it
+    size = int(backbone_meta["image_size"])
+    backbone, _ = models.build_backbone(
+        models.ModelParams(vit_weights=weights, vit_layers=int(backbone_meta["layers"])), image_size=size
+    )
+    inputs = keras.Input(shape=(size, size, 3))
+    return keras.Model(inputs, head(backbone(inputs)), name=f"{head.name}_with_backbone")
+
+
+def probability(logits: np.ndarray) -> np.ndarray:
+    """P(responder) from a champion's two logits."""
+    logits = np.asarray(logits, dtype=np.float64)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e[:, 1] / e.sum(axis=1)
+
+
+def registered_names(client) -> list[str]:
+    names, token = [], None
+    while True:
+        page = retry(
+            client.search_registered_models,
+            filter_string=f"name LIKE '{PREFIX}%'",
+            max_results=200,
+            page_token=token,
+        )
+        names += [m.name for m in page]
+        token = page.token
+        if not token:
+            return sorted(names)
+
+
+def resolve_name(client, cytokine: str) -> str:
+    """The registered model of a cytokine named as in the plate or by its slug (any letter case)."""
+    try:
+        wanted = model_name(cytokine)
+    except ValueError as err:
+        raise TrackingError(str(err)) from None
+    names = registered_names(client)
+    for name in names:
+        if name == wanted:
+            return name
+    for name in names:
+        if name.lower() == wanted.lower():
+            return name
+    have = ", ".join(n[len(PREFIX) :] for n in names) or "none"
+    raise TrackingError(f"no registered model {wanted} for {cytokine!r}; registered cytokines: {have}")
+
+
+def champion(client, cytokine: str) -> dict:
+    """What the registry says about a cytokine's champion."""
+    from mlflow.exceptions import MlflowException
+
+    name = resolve_name(client, cytokine)
+    try:
+        mv = retry(client.get_model_version_by_alias, name, ALIAS)
+    except MlflowException:
+        raise TrackingError(f"{name} has no version with the alias {ALIAS!r}") from None
+    tags = dict(mv.tags)
+    return {
+        "cytokine": tags.get("cytokine", cytokine),
+        "registered_model": name,
+        "version": str(mv.version),
+        "alias": ALIAS,
+        "model_uri": f"models:/{name}@{ALIAS}",
+        "architecture": tags.get("architecture"),
+        "augmentation": tags.get("augmentation"),
+        "cv_f1": float(tags["cv_f1"]) if tags.get("cv_f1") not in (None, "nan") else None,
+        "cv_roc_auc": float(tags["cv_roc_auc"]) if tags.get("cv_roc_auc") not in (None, "nan") else None,
+        "epochs": int(tags["epochs"]) if tags.get("epochs", "").isdigit() else None,
+        "n_wells": int(tags["n_wells"]) if tags.get("n_wells", "").isdigit() else None,
+        "channels": tags.get("channels", "").split(",") if tags.get("channels") else [],
+        "image_size": int(tags["image_size"]) if tags.get("image_size", "").isdigit() else None,
+        "wrangle_method": tags.get("wrangle_method"),
+        "wrangle_threshold": float(tags["wrangle_threshold"]) if tags.get("wrangle_threshold") else None,
+        "source_run_id": tags.get("source_run_id"),
+        "pipeline_run_id": tags.get("pipeline_run_id"),
+        "data_version": tags.get("data_version"),
+        "run_id": mv.run_id,
+    }
+
+
+# ---- commands --------------------------------------------------------------------------------
+
+
+def command(
+    run_file: Path = typer.Option(
+        Path("work/track/run.json"), "--run", help="Run ids written by `cytoops track`."
+    ),
+    trained: Path = typer.Option(Path("work/train"), "--trained", help="Folder written by `cytoops train`."),
+    wrangled: Path = typer.Option(
+        Path("work/wrangle"), "--wrangled", help="Folder written by `cytoops wrangle`."
+    ),
+    views: Path = typer.Option(
+        Path("work/augment/views.npz"), "--views", help="View bank of `cytoops augment`."
+    ),
+    vit_features: Path | None = typer.Option(
+        None, "--features", help="ViT features (needed by log_models: all)."
+    ),
+    scores: Path = typer.Option(
+        Path("reports/f1_per_cytokine.csv"), "--scores", help="Mean F1 per model and cytokine."
+    ),
+    data_dvc: Path = typer.Option(
+        Path("data.dvc"), "--data-dvc", help="The .dvc file of the data (its md5 is a tag)."
+    ),
+    out: Path = typer.Option(
+        Path("work/register/registered.json"), "--out", help="The listing of what was registered."
+    ),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params.yaml to read."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a param: --set tracking.log_models=all"),
+) -> None:
+    """Refit each kept cytokine's best CNN on all its wells, log it to MLflow, register it as cytoops-<slug>
+    with the alias `champion`; write the listing."""
+    p = params_mod.load(params_file, overrides)
+    tracked = tracking.Tracked.load(run_file)
+    tracking.connect(p.tracking.experiment)
+    commit = tracking.git_info().get("git_commit", "")
+    if vit_features is not None and not vit_features.exists():
+        vit_features = None
+    with tracking.resume(tracked, "register"):
+        register(
+            tracked,
+            trained,
+            wrangled,
+            views,
+            vit_features,
+            scores,
+            out,
+            p,
+            data_version=tracking.data_version(data_dvc),
+            git_commit=commit,
+        )
+
+
+def best_model_command(
+    cytokine: str = typer.Argument(
+        ..., help="Cytokine as named in the plate (IL-6, TNF-α) or its slug (TNF-alpha)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of lines."),
+) -> None:
+    """The registered champion of a cytokine: model URI, version, architecture, augmentation, CV F1."""
+    import mlflow
+
+    tracking.connect()
+    info = champion(mlflow.MlflowClient(), cytokine)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    typer.echo(f"{info['cytokine']}: {info['model_uri']} (version {info['version']})")
+    typer.echo(
+        f"  {info['architecture']}/{info['augmentation']}, CV F1 {info['cv_f1']}, "
+        f"refit {info['epochs']} epochs on {info['n_wells']} wells, channels {','.join(info['channels'])}, "
+        f"{info['image_size']}x{info['image_size']}"
+    )
+    typer.echo(f"  source run {info['source_run_id']} (pipeline run {info['pipeline_run_id']})")
