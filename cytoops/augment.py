@@ -79,6 +79,7 @@ def identity_view(bank_images: np.ndarray, views: tuple[str, ...], wells: np.nda
 
 # ---- stage I/O -------------------------------------------------------------------------------------------
 
+
 def save(bank: ViewBank, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, images=bank.images, views=np.array(bank.views))
@@ -93,10 +94,14 @@ def command(
     images: Path = typer.Option(..., "--images", help="images.npy written by `cytoops wrangle`."),
     out: Path = typer.Option(..., "--out", help="The view bank to write (.npz)."),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params.yaml to read."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a param: --set augment.strategies=[none,d4]"),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override a param: --set augment.strategies=[none,d4]"
+    ),
 ) -> None:
     """Write every view the augmentation strategies need (each copy keeps its source well)."""
     p: AugmentParams = params_mod.load(params_file, overrides).augment
     bank = make_bank(np.load(images), p.strategies)
     save(bank, out)
-    typer.echo(f"augment: {len(bank.views)} views ({', '.join(bank.views)}) of {bank.images.shape[1]} wells -> {out}")
+    typer.echo(
+        f"augment: {len(bank.views)} views ({', '.join(bank.views)}) of {bank.images.shape[1]} wells -> {out}"
+    )

@@ -72,7 +72,9 @@ def models_command(
             "name": spec.name,
             "study_name": spec.study_name,
             "kind": spec.kind,
-            "input": "ViT-B/32 CLS features of 3 channels" if spec.kind == "vit" else "image, train.cnn_channels",
+            "input": "ViT-B/32 CLS features of 3 channels"
+            if spec.kind == "vit"
+            else "image, train.cnn_channels",
             "trainable_params_1ch": models.count_trainable(spec.name, 1),
             "trainable_params_3ch": models.count_trainable(spec.name, 3),
         }

@@ -70,7 +70,8 @@ def summarize(scores: pd.DataFrame, p: EvaluateParams, n_kept: int, n_failed: in
         "n_cytokines_predicted_by_any": int((best.f1 >= p.f1_cutoff).sum()),
         "models": models,
         "best_per_cytokine": {
-            r.cytokine: {"model": f"{r.architecture}/{r.augmentation}", "f1": round(float(r.f1), 4)} for r in best.itertuples()
+            r.cytokine: {"model": f"{r.architecture}/{r.augmentation}", "f1": round(float(r.f1), 4)}
+            for r in best.itertuples()
         },
     }
 
@@ -108,14 +109,18 @@ def figures(scores: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Path]
         best = means.sort_values("f1", ascending=False).drop_duplicates("cytokine").head(6)
         fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), squeeze=False)
         for ax, r in zip(axes.flat, best.itertuples(), strict=False):
-            c = curves[(curves.architecture == r.architecture) & (curves.augmentation == r.augmentation) & (curves.cytokine == r.cytokine)]
+            c = curves[
+                (curves.architecture == r.architecture)
+                & (curves.augmentation == r.augmentation)
+                & (curves.cytokine == r.cytokine)
+            ]
             for fold, g in c.groupby("fold"):
                 ax.plot(g.epoch, g.loss, label=f"train, fold {fold}")
                 ax.plot(g.epoch, g.val_loss, "--", label=f"validation, fold {fold}")
             ax.set_title(f"{r.cytokine}: {r.architecture}/{r.augmentation} (F1 {r.f1:.2f})", fontsize=9)
             ax.set_xlabel("epoch")
             ax.set_ylabel("loss")
-        for ax in list(axes.flat)[len(best):]:
+        for ax in list(axes.flat)[len(best) :]:
             ax.axis("off")
         axes.flat[0].legend(fontsize=7)
         fig.suptitle("Learning curves of the best model per cytokine (top 6 by F1)")
@@ -150,13 +155,18 @@ def summary_lines(summary: dict) -> list[str]:
         f"{'model':<24} {'mean F1':>8} {'mean AUC':>9} {'predicted':>10}",
     ]
     ranked = sorted(summary["models"].items(), key=lambda kv: (-kv[1]["n_predicted"], -kv[1]["mean_f1"]))
-    lines += [f"{m:<24} {v['mean_f1']:>8.3f} {v['mean_roc_auc']:>9.3f} {v['n_predicted']:>10}" for m, v in ranked]
+    lines += [
+        f"{m:<24} {v['mean_f1']:>8.3f} {v['mean_roc_auc']:>9.3f} {v['n_predicted']:>10}" for m, v in ranked
+    ]
     return lines
 
 
 # ---- stage I/O -------------------------------------------------------------------------------------------
 
-def run(result: train_mod.Result, cytokines: pd.DataFrame, reports: Path, metrics: Path, p: EvaluateParams) -> dict:
+
+def run(
+    result: train_mod.Result, cytokines: pd.DataFrame, reports: Path, metrics: Path, p: EvaluateParams
+) -> dict:
     scores = score(result.predictions, result.fits)
     reports.mkdir(parents=True, exist_ok=True)
     scores.to_csv(reports / "scores.csv", index=False)
@@ -177,8 +187,12 @@ def run(result: train_mod.Result, cytokines: pd.DataFrame, reports: Path, metric
 
 def command(
     trained: Path = typer.Option(..., "--trained", help="Folder written by `cytoops train`."),
-    cytokines: Path = typer.Option(..., "--cytokines", help="cytokines.csv written by `cytoops wrangle` (kept/dropped)."),
-    reports: Path = typer.Option(..., "--reports", help="Folder for scores.csv, the figures and their plot data."),
+    cytokines: Path = typer.Option(
+        ..., "--cytokines", help="cytokines.csv written by `cytoops wrangle` (kept/dropped)."
+    ),
+    reports: Path = typer.Option(
+        ..., "--reports", help="Folder for scores.csv, the figures and their plot data."
+    ),
     metrics: Path = typer.Option(..., "--metrics", help="summary.json for `dvc metrics show`."),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params.yaml to read."),
     overrides: list[str] = typer.Option([], "--set", help="Override a param: --set evaluate.f1_cutoff=0.8"),
@@ -189,7 +203,9 @@ def command(
 
 
 def summary_command(
-    metrics: Path = typer.Argument(Path("metrics/summary.json"), help="summary.json written by `cytoops evaluate`."),
+    metrics: Path = typer.Argument(
+        Path("metrics/summary.json"), help="summary.json written by `cytoops evaluate`."
+    ),
 ) -> None:
     """Print the evaluation summary as a table: kept cytokines, best model, cytokines each model predicts."""
     if not metrics.is_file():

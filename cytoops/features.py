@@ -38,7 +38,9 @@ def to_vit_input(images: np.ndarray) -> np.ndarray:
     return np.clip(np.moveaxis(images.astype(np.float32), 1, -1), 0.0, 1.0) * 2.0 - 1.0
 
 
-def compute(bank: augment.ViewBank, p: FeaturesParams, vit_layers: int = 12, progress: bool = True) -> Features:
+def compute(
+    bank: augment.ViewBank, p: FeaturesParams, vit_layers: int = 12, progress: bool = True
+) -> Features:
     import keras
 
     from cytoops import models
@@ -77,7 +79,9 @@ def command(
     views: Path = typer.Option(..., "--views", help="The view bank written by `cytoops augment`."),
     out: Path = typer.Option(..., "--out", help="Where to write the cached features (.npz)."),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params.yaml to read."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a param: --set features.vit_weights=ViT-B_32.npz"),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override a param: --set features.vit_weights=ViT-B_32.npz"
+    ),
 ) -> None:
     """Run the frozen ViT-B/32 once on every well and view; the ViT heads train on these features."""
     p = params_mod.load(params_file, overrides).features
@@ -85,4 +89,6 @@ def command(
         typer.secho(RANDOM_BACKBONE_WARNING, fg="yellow", err=True)
     f = compute(augment.load(views), p)
     save(f, out)
-    typer.echo(f"features: {f.values.shape[0]} views x {f.values.shape[1]} wells x {f.values.shape[2]} ({f.weights}) -> {out}")
+    typer.echo(
+        f"features: {f.values.shape[0]} views x {f.values.shape[1]} wells x {f.values.shape[2]} ({f.weights}) -> {out}"
+    )

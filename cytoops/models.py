@@ -150,7 +150,9 @@ def build_backbone(params: ModelParams, image_size: int = 64) -> tuple[keras.Mod
 def _build_vit(name: str) -> Callable[[tuple[int, ...], ModelParams], keras.Model]:
     def build(input_shape: tuple[int, ...], params: ModelParams) -> keras.Model:
         if input_shape[-1] != 3:
-            raise ValueError(f"{name} takes 3 channels (the ViT backbone is RGB); got input shape {input_shape}")
+            raise ValueError(
+                f"{name} takes 3 channels (the ViT backbone is RGB); got input shape {input_shape}"
+            )
         backbone, _ = build_backbone(params, image_size=input_shape[0])
         head = build_head(name, VIT_FEATURES, params)
         inputs = keras.Input(shape=input_shape)
@@ -172,8 +174,12 @@ REGISTRY_HEADS: dict[str, tuple[int, ...]] = {
 REGISTRY: dict[str, ModelSpec] = {
     "wide_cnn": ModelSpec("wide_cnn", "Wider CNN", "cnn", build_wide_cnn),
     "deep_cnn": ModelSpec("deep_cnn", "Deeper CNN", "cnn", build_deep_cnn),
-    "vit_linear": ModelSpec("vit_linear", "Simple ViT", "vit", _build_vit("vit_linear"), REGISTRY_HEADS["vit_linear"]),
-    "vit_240k": ModelSpec("vit_240k", "Fine-Tuned ViT", "vit", _build_vit("vit_240k"), REGISTRY_HEADS["vit_240k"]),
+    "vit_linear": ModelSpec(
+        "vit_linear", "Simple ViT", "vit", _build_vit("vit_linear"), REGISTRY_HEADS["vit_linear"]
+    ),
+    "vit_240k": ModelSpec(
+        "vit_240k", "Fine-Tuned ViT", "vit", _build_vit("vit_240k"), REGISTRY_HEADS["vit_240k"]
+    ),
     "vit_500k": ModelSpec("vit_500k", "ViT 500k", "vit", _build_vit("vit_500k"), REGISTRY_HEADS["vit_500k"]),
 }
 

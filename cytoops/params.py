@@ -10,7 +10,13 @@ import yaml
 
 STRATEGIES = ("none", "hflip", "vflip", "hvflip", "flips", "d4")
 BINARIZE_METHODS = ("threshold", "fold_change", "robust_z")
-ARCHITECTURES = ("wide_cnn", "deep_cnn", "vit_linear", "vit_240k", "vit_500k")  # = cytoops.models.REGISTRY (tested)
+ARCHITECTURES = (
+    "wide_cnn",
+    "deep_cnn",
+    "vit_linear",
+    "vit_240k",
+    "vit_500k",
+)  # = cytoops.models.REGISTRY (tested)
 
 
 @dataclass(frozen=True)
@@ -23,9 +29,13 @@ class WrangleParams:
 
     def __post_init__(self):
         if self.method not in BINARIZE_METHODS:
-            raise ValueError(f"wrangle.method is {self.method!r}: choose one of {', '.join(BINARIZE_METHODS)}")
+            raise ValueError(
+                f"wrangle.method is {self.method!r}: choose one of {', '.join(BINARIZE_METHODS)}"
+            )
         if self.image_size < 32 or self.image_size % 32:
-            raise ValueError(f"wrangle.image_size is {self.image_size}: use a multiple of 32 (ViT-B/32 patches)")
+            raise ValueError(
+                f"wrangle.image_size is {self.image_size}: use a multiple of 32 (ViT-B/32 patches)"
+            )
         if self.min_wells < 2:
             raise ValueError(f"wrangle.min_wells is {self.min_wells}: it must be at least 2")
 
@@ -37,7 +47,9 @@ class AugmentParams:
     def __post_init__(self):
         bad = [s for s in self.strategies if s not in STRATEGIES]
         if bad or not self.strategies:
-            raise ValueError(f"augment.strategies has {bad or 'nothing'}: choose from {', '.join(STRATEGIES)}")
+            raise ValueError(
+                f"augment.strategies has {bad or 'nothing'}: choose from {', '.join(STRATEGIES)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -64,14 +76,18 @@ class TrainParams:
 
     def __post_init__(self):
         if self.precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
-            raise ValueError(f"train.precision is {self.precision!r}: use float32, mixed_bfloat16 or mixed_float16")
+            raise ValueError(
+                f"train.precision is {self.precision!r}: use float32, mixed_bfloat16 or mixed_float16"
+            )
         if self.workers < 0:
             raise ValueError(f"train.workers is {self.workers}: use 0 (one per core) or a positive number")
         if self.repeats < 1:
             raise ValueError(f"train.repeats is {self.repeats}: use at least 1")
         bad = [a for a in self.architectures if a not in ARCHITECTURES]
         if bad or not self.architectures:
-            raise ValueError(f"train.architectures has {bad or 'nothing'}: choose from {', '.join(ARCHITECTURES)}")
+            raise ValueError(
+                f"train.architectures has {bad or 'nothing'}: choose from {', '.join(ARCHITECTURES)}"
+            )
         if self.folds < 2:
             raise ValueError(f"train.folds is {self.folds}: cross-validation needs at least 2")
         if not 0 < self.val_fraction < 0.5:
@@ -91,15 +107,23 @@ PROMOTE = ("best", "latest")
 
 @dataclass(frozen=True)
 class TrackingParams:
-    experiment: str = "cytoops"  # MLflow experiment (store: MLFLOW_TRACKING_URI, else mlflow.db in the repo root)
-    log_models: str = "champions"  # champions: each cytokine's best CNN, registered; all: also every model; none
-    promote: str = "best"  # best: `champion` moves only to a version with CV F1 >= the current one's; latest: always
+    experiment: str = (
+        "cytoops"  # MLflow experiment (store: MLFLOW_TRACKING_URI, else mlflow.db in the repo root)
+    )
+    log_models: str = (
+        "champions"  # champions: each cytokine's best CNN, registered; all: also every model; none
+    )
+    promote: str = (
+        "best"  # best: `champion` moves only to a version with CV F1 >= the current one's; latest: always
+    )
 
     def __post_init__(self):
         if not str(self.experiment).strip():
             raise ValueError("tracking.experiment is empty: name the MLflow experiment (e.g. cytoops)")
         if self.log_models not in LOG_MODELS:
-            raise ValueError(f"tracking.log_models is {self.log_models!r}: choose one of {', '.join(LOG_MODELS)}")
+            raise ValueError(
+                f"tracking.log_models is {self.log_models!r}: choose one of {', '.join(LOG_MODELS)}"
+            )
         if self.promote not in PROMOTE:
             raise ValueError(f"tracking.promote is {self.promote!r}: choose one of {', '.join(PROMOTE)}")
 
@@ -207,7 +231,9 @@ def _section(cls, raw: dict, name: str):
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise ValueError(f"params: unknown key(s) {', '.join(name + '.' + k for k in unknown)}; known: {', '.join(known)}")
+        raise ValueError(
+            f"params: unknown key(s) {', '.join(name + '.' + k for k in unknown)}; known: {', '.join(known)}"
+        )
     values = {k: _coerce(v, str(known[k].type), f"{name}.{k}") for k, v in raw.items()}
     return cls(**values)
 
@@ -240,5 +266,7 @@ def load(path: Path | None = None, overrides: list[str] | None = None) -> Params
             raise ValueError(f"params file {path} does not exist")
         raw = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping of sections (wrangle, augment, features, train, evaluate)")
+            raise ValueError(
+                f"{path}: expected a mapping of sections (wrangle, augment, features, train, evaluate)"
+            )
     return from_dict(apply_overrides(raw, overrides or []))

@@ -17,7 +17,9 @@ from cytoops import params as params_mod
 
 def run_all(data: Path, out: Path, p: params_mod.Params) -> dict:
     w = wrangle.run(data, out / "wrangle", p.wrangle)
-    typer.echo(f"wrangle: {len(w.wells)} wells, {int(w.cytokines.kept.sum())} of {len(w.cytokines)} cytokines kept")
+    typer.echo(
+        f"wrangle: {len(w.wells)} wells, {int(w.cytokines.kept.sum())} of {len(w.cytokines)} cytokines kept"
+    )
     bank = augment.make_bank(w.images, p.augment.strategies)
     augment.save(bank, out / "augment" / "views.npz")
     vit_path = None
@@ -31,8 +33,15 @@ def run_all(data: Path, out: Path, p: params_mod.Params) -> dict:
     train.save(result, out / "train")
     summary = evaluate.run(result, w.cytokines, out / "reports", out / "metrics" / "summary.json", p.evaluate)
     verdict.run(
-        out / "wrangle", out / "train", out / "augment" / "views.npz", vit_path, data, out / "reports",
-        out / "metrics" / "verdict.json", p, log=typer.echo,
+        out / "wrangle",
+        out / "train",
+        out / "augment" / "views.npz",
+        vit_path,
+        data,
+        out / "reports",
+        out / "metrics" / "verdict.json",
+        p,
+        log=typer.echo,
     )
     return summary
 
@@ -40,8 +49,12 @@ def run_all(data: Path, out: Path, p: params_mod.Params) -> dict:
 def command(
     data: Path = typer.Option(..., "--data", help="Folder of plates (data/<plate-id>/...)."),
     out: Path = typer.Option(..., "--out", help="Folder for every output of every stage."),
-    params_file: Path | None = typer.Option(None, "--params", help="params.yaml to read (default: built-in defaults)."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a param, repeatable: --set train.epochs=5"),
+    params_file: Path | None = typer.Option(
+        None, "--params", help="params.yaml to read (default: built-in defaults)."
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override a param, repeatable: --set train.epochs=5"
+    ),
     track: bool = typer.Option(True, "--track/--no-track", help="Log to MLflow and register the champions."),
 ) -> None:
     """Run wrangle, augment, features, train and evaluate in-process (no DVC needed); then log the run to
@@ -59,10 +72,19 @@ def command(
             tracking.log_results(tracked, out / "train", out / "reports", out / "metrics" / "summary.json", p)
             tracked.save(out / "track" / "run.json")
             register.register(
-                tracked, out / "train", out / "wrangle", out / "augment" / "views.npz",
-                out / "features" / "vit.npz", out / "reports" / "f1_per_cytokine.csv",
-                out / "register" / "registered.json", p,
+                tracked,
+                out / "train",
+                out / "wrangle",
+                out / "augment" / "views.npz",
+                out / "features" / "vit.npz",
+                out / "reports" / "f1_per_cytokine.csv",
+                out / "register" / "registered.json",
+                p,
                 data_version=tracking.data_version(data_dvc),
                 git_commit=tracking.git_info().get("git_commit", ""),
             )
-    typer.echo(json.dumps({k: summary[k] for k in ("best_model", "n_cytokines_kept", "n_cytokines_predicted_by_any")}))
+    typer.echo(
+        json.dumps(
+            {k: summary[k] for k in ("best_model", "n_cytokines_kept", "n_cytokines_predicted_by_any")}
+        )
+    )

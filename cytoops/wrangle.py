@@ -20,14 +20,22 @@ from cytoops.plate import Plate, read_data, slugify, well_row_col
 @dataclass(frozen=True)
 class Wrangled:
     wells: pd.DataFrame  # one row per usable well (row i = images[i]): plate, well, row, col, edge, treatment, role, concentration, group
-    images: np.ndarray  # (n_wells, C, S, S) float32, per plate and channel scaled so 0.1th..99.9th percentile -> 0..1
+    images: (
+        np.ndarray
+    )  # (n_wells, C, S, S) float32, per plate and channel scaled so 0.1th..99.9th percentile -> 0..1
     channels: tuple[str, ...]
     labels: pd.DataFrame  # long: cytokine, slug, well_index, value, label (0/1), balanced (bool)
-    cytokines: pd.DataFrame  # one row per cytokine: cytokine, slug, n_measured, n_pos, n_neg, n_balanced, kept, reason
-    embeddings: pd.DataFrame  # one row per well (same order as wells), numeric columns only (none when absent)
+    cytokines: (
+        pd.DataFrame
+    )  # one row per cytokine: cytokine, slug, n_measured, n_pos, n_neg, n_balanced, kept, reason
+    embeddings: (
+        pd.DataFrame
+    )  # one row per well (same order as wells), numeric columns only (none when absent)
 
 
-def binarize(values: pd.Series, method: str, threshold: float, negative: pd.Series | None = None) -> pd.Series:
+def binarize(
+    values: pd.Series, method: str, threshold: float, negative: pd.Series | None = None
+) -> pd.Series:
     """Responder (1) or not (0) per well; NaN where the readout is missing.
 
     threshold: value > threshold (readouts already normalized, as in the study).
@@ -38,14 +46,18 @@ def binarize(values: pd.Series, method: str, threshold: float, negative: pd.Seri
         score = values
     else:
         if negative is None or not negative.any():
-            raise ValueError(f"binarize method {method!r} needs negative_control wells in layout.csv; none found")
+            raise ValueError(
+                f"binarize method {method!r} needs negative_control wells in layout.csv; none found"
+            )
         control = values[negative].dropna()
         if control.empty:
             raise ValueError("no measured negative-control wells")
         center = float(control.median())
         if method == "fold_change":
             if center <= 0 or (values.dropna() <= 0).any():
-                raise ValueError("fold_change needs positive raw readouts and a positive negative-control median")
+                raise ValueError(
+                    "fold_change needs positive raw readouts and a positive negative-control median"
+                )
             score = np.log2(values / center)
         elif method == "robust_z":
             mad = 1.4826 * float((control - center).abs().median())
@@ -79,7 +91,9 @@ def _well_table(plate: Plate, wells: list[str]) -> pd.DataFrame:
     rows, cols = zip(*(well_row_col(w) for w in wells)) if wells else ((), ())
     n_rows, n_cols = {96: (8, 12), 384: (16, 24), 1536: (32, 48)}[plate.format]
     table = pd.DataFrame({"plate": plate.plate_id, "well": wells, "row": rows, "col": cols})
-    table["edge"] = (table.row == 0) | (table.col == 0) | (table.row == n_rows - 1) | (table.col == n_cols - 1)
+    table["edge"] = (
+        (table.row == 0) | (table.col == 0) | (table.row == n_rows - 1) | (table.col == n_cols - 1)
+    )
     layout = plate.layout if plate.layout is not None else pd.DataFrame(index=pd.Index([], name="well"))
     layout = layout.reindex(wells)
     table["treatment"] = layout.get("treatment", pd.Series(index=wells, dtype=object)).to_numpy()
@@ -87,7 +101,9 @@ def _well_table(plate: Plate, wells: list[str]) -> pd.DataFrame:
     table["concentration"] = layout.get("concentration", pd.Series(index=wells, dtype=float)).to_numpy()
     # Folds keep a treatment's wells together; without a layout every well is its own group.
     table["group"] = np.where(
-        table.treatment.notna(), "treatment:" + table.treatment.astype(str), "well:" + table.plate + "/" + table.well
+        table.treatment.notna(),
+        "treatment:" + table.treatment.astype(str),
+        "well:" + table.plate + "/" + table.well,
     )
     return table
 
@@ -98,7 +114,9 @@ def wrangle(plates: list[Plate], params: WrangleParams) -> Wrangled:
     channels = plates[0].channels
     for p in plates[1:]:
         if p.channels != channels:
-            raise ValueError(f"plate {p.plate_id} has channels {p.channels}, plate {plates[0].plate_id} {channels}")
+            raise ValueError(
+                f"plate {p.plate_id} has channels {p.channels}, plate {plates[0].plate_id} {channels}"
+            )
     tables, images, readouts, embeddings = [], [], [], []
     for p in plates:
         wells = list(p.usable_wells)
@@ -110,7 +128,11 @@ def wrangle(plates: list[Plate], params: WrangleParams) -> Wrangled:
             embeddings.append(p.embeddings.reindex(wells).reset_index(drop=True))
     wells = pd.concat(tables, ignore_index=True)
     values = pd.concat(readouts, ignore_index=True)  # cytokines absent on a plate are NaN there
-    emb = pd.concat(embeddings, ignore_index=True) if len(embeddings) == len(plates) else pd.DataFrame(index=wells.index)
+    emb = (
+        pd.concat(embeddings, ignore_index=True)
+        if len(embeddings) == len(plates)
+        else pd.DataFrame(index=wells.index)
+    )
     negative = wells.role == "negative_control"
 
     rng = np.random.default_rng(params.seed)
@@ -122,14 +144,22 @@ def wrangle(plates: list[Plate], params: WrangleParams) -> Wrangled:
         try:
             y = binarize(v, params.method, params.threshold, negative)
         except ValueError as err:
-            summary.append({**row, "n_pos": 0, "n_neg": 0, "n_balanced": 0, "kept": False, "reason": str(err)})
+            summary.append(
+                {**row, "n_pos": 0, "n_neg": 0, "n_balanced": 0, "kept": False, "reason": str(err)}
+            )
             continue
         kept_index = balance(y, rng)
         n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
         n_bal = len(kept_index)
         kept = n_bal >= params.min_wells
-        reason = "" if kept else f"{n_bal} balanced wells < min_wells {params.min_wells} ({n_pos} responders, {n_neg} not)"
-        summary.append({**row, "n_pos": n_pos, "n_neg": n_neg, "n_balanced": n_bal, "kept": kept, "reason": reason})
+        reason = (
+            ""
+            if kept
+            else f"{n_bal} balanced wells < min_wells {params.min_wells} ({n_pos} responders, {n_neg} not)"
+        )
+        summary.append(
+            {**row, "n_pos": n_pos, "n_neg": n_neg, "n_balanced": n_bal, "kept": kept, "reason": reason}
+        )
         measured = y.dropna()
         label_frames.append(
             pd.DataFrame(
@@ -143,8 +173,10 @@ def wrangle(plates: list[Plate], params: WrangleParams) -> Wrangled:
                 }
             )
         )
-    labels = pd.concat(label_frames, ignore_index=True) if label_frames else pd.DataFrame(
-        columns=["cytokine", "slug", "well_index", "value", "label", "balanced"]
+    labels = (
+        pd.concat(label_frames, ignore_index=True)
+        if label_frames
+        else pd.DataFrame(columns=["cytokine", "slug", "well_index", "value", "label", "balanced"])
     )
     return Wrangled(
         wells=wells,
@@ -157,6 +189,7 @@ def wrangle(plates: list[Plate], params: WrangleParams) -> Wrangled:
 
 
 # ---- stage I/O -------------------------------------------------------------------------------------------
+
 
 def save(w: Wrangled, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
@@ -190,8 +223,12 @@ def run(data: Path, out: Path, p: WrangleParams) -> Wrangled:
 
 
 def command(
-    data: Path = typer.Option(..., "--data", help="Folder of plates (data/<plate-id>/...), as in PLATE_FORMAT.md."),
-    out: Path = typer.Option(..., "--out", help="Folder for the stage outputs (images.npy, wells.csv, labels.csv, ...)."),
+    data: Path = typer.Option(
+        ..., "--data", help="Folder of plates (data/<plate-id>/...), as in PLATE_FORMAT.md."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder for the stage outputs (images.npy, wells.csv, labels.csv, ...)."
+    ),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params.yaml to read."),
     overrides: list[str] = typer.Option([], "--set", help="Override a param: --set wrangle.min_wells=10"),
 ) -> None:
