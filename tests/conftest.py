@@ -201,3 +201,41 @@ def wide_plate(tmp_path):
         return data_dir
 
     return make
+
+
+# ---- MLflow stores for the tracking, register and predict tests -------------------------------------
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory) -> Path:
+    """An empty store with MLflow's tables: making them takes seconds, copying the file does not."""
+    import contextlib
+    import sqlite3
+
+    from cytoops import tracking
+
+    db = tmp_path_factory.mktemp("template") / "mlflow.db"
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
+    try:
+        tracking.connect()
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI")
+        if before is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return db
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch, template_db):
+    """A fresh MLflow SQLite store in tmp_path, set as MLFLOW_TRACKING_URI; returns its URI."""
+    import shutil
+
+    (tmp_path / "store").mkdir()
+    shutil.copy(template_db, tmp_path / "store" / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for name in ("MLFLOW_RUN_ID", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+        monkeypatch.delenv(name, raising=False)
+    return uri

@@ -5,11 +5,7 @@ of each cytokine is known), the real evaluate, track and register stages, a real
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import sqlite3
 import traceback
 from pathlib import Path
 
@@ -40,33 +36,6 @@ SETS = [
     "--set",
     "train.batch_size=16",
 ]
-
-
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory) -> Path:
-    db = tmp_path_factory.mktemp("template") / "mlflow.db"
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
-    try:
-        tracking.connect()
-    finally:
-        os.environ.pop("MLFLOW_TRACKING_URI")
-        if before is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = before
-    with contextlib.closing(sqlite3.connect(db)) as con:
-        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return db
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch, template_db):
-    (tmp_path / "store").mkdir()
-    shutil.copy(template_db, tmp_path / "store" / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    for name in ("MLFLOW_RUN_ID", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
-        monkeypatch.delenv(name, raising=False)
-    return uri
 
 
 def invoke(args: list[str]):

@@ -6,13 +6,11 @@ evaluate stage, so these tests need no TensorFlow training."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
 import shutil
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -36,34 +34,6 @@ CYTOKINES = ("IL-6", "TNF-α", "IL-12p40/p70")
 MODELS = (("wide_cnn", "none"), ("wide_cnn", "flips"), ("deep_cnn", "none"))
 EPOCHS = 4
 MD5 = "0123456789abcdef0123456789abcdef.dir"
-
-
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory) -> Path:
-    """An empty store with MLflow's tables: making them takes seconds, copying the file does not."""
-    db = tmp_path_factory.mktemp("template") / "mlflow.db"
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
-    try:
-        tracking.connect()
-    finally:
-        os.environ.pop("MLFLOW_TRACKING_URI")
-        if before is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = before
-    with contextlib.closing(sqlite3.connect(db)) as con:
-        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return db
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch, template_db):
-    (tmp_path / "store").mkdir()
-    shutil.copy(template_db, tmp_path / "store" / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    for name in ("MLFLOW_RUN_ID", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
-        monkeypatch.delenv(name, raising=False)
-    return uri
 
 
 def synthetic_outputs(root: Path, seed: int = 0) -> dict[str, Path]:
