@@ -415,8 +415,7 @@ statistic is recomputed as the best mean F1 over <i>all</i> models of the grid (
 model of the grid is paid for. Under "the images carry no information about the label" a fold's calls come
 from a model that never saw that fold's labels, so shuffling them is exact. p = (b + 1) / (n + 1), where b
 permutations reach the observed F1: its floor is {floor:.1e}. BH at {alpha} over {n_kept} cytokines needs
-p &le; {alpha}&middot;k/{n_kept} for the k-th smallest p (k = 1: {bh_first:.2g}); at the floor, calls need
-k &ge; {k_needed}.</li>
+p &le; {alpha}&middot;k/{n_kept} for the k-th smallest p (k = 1: {bh_first:.2g}); {floor_text}.</li>
 <li><b>Exchangeability.</b> Labels move only within a plate and by treatment group, the unit the folds keep
 together: groups with the same number of wells swap their label vectors whole (and the wells within a group
 are shuffled); groups of a size no other group has are pooled and shuffled well by well. Without a layout
@@ -425,15 +424,20 @@ treatments would break the clustering of labels by treatment and make the null t
 <li><b>Refit check: the whole fit repeated.</b> For the cytokines in scope (<code>refit_scope: {refit_scope}
 </code>) the labels are shuffled by the same rule and the best architecture, with its {refit_augmentation}
 augmentation, is cross-validated again through <code>train.cross_validate</code> with the same params and
-seeds (the folds are re-made by the same seeded stratified, grouped rule on the shuffled labels).
+seeds (the folds are re-made by the same seeded stratified, grouped rule on the shuffled labels); the
+observed F1 of this check is that model refitted on the real labels in the same process as its nulls.
 {n_perm_cnn} permutations for a CNN (p floor {refit_floor:.2g}), {n_perm_vit} for a ViT head; a cytokine
 stops after {stop_after} null F1s reach the observed (p then only errs high). This test refits the chosen
 model only, so it does not pay for choosing it, and its floor is too high to pass BH across all cytokines:
-it is a check here. <code>--set verdict.test=refit --set verdict.n_perm_cnn=199
---set verdict.refit_scope=candidates</code> makes it the test behind the call, at about n_perm_cnn CV fits
-per candidate cytokine.</li>
+it is a check here. <code>--set verdict.test=refit --set verdict.refit_scope=candidates
+--set verdict.refit_max=0 --set verdict.n_perm_cnn=999</code> makes it the test behind the call, at about
+n_perm_cnn CV fits per candidate cytokine.</li>
 <li><b>The call:</b> q &lt; {alpha} and the best image model (by mean F1) beats every baseline on {beat}
 (strictly greater). A cytokine without a p counts as p = 1 in BH.</li>
+<li><b>A trace in the images</b> (the column of that name): the same conditional test, max-T over every
+image-derived predictor (image models, image-feature and embeddings baselines), BH across the cytokines,
+and the best of them must beat the baselines that see no image (prevalence, position) by the same rule. It
+separates "the images carry no information" from "the information is there but the image models miss it".</li>
 <li>Time spent: {timing}.</li>{notes}</ul>
 """
 
@@ -689,7 +693,11 @@ def _method(v: verdict_mod.Verdict) -> str:
         floor=floor,
         alpha=vp["alpha"],
         n_kept=n_kept,
-        k_needed=k_needed,
+        floor_text=(
+            "so a single cytokine at the floor can be called"
+            if k_needed <= 1
+            else f"at the floor, a call needs at least {k_needed} cytokines there"
+        ),
         bh_first=vp["alpha"] / max(n_kept, 1),
         refit_scope=html.escape(vp["refit_scope"]),
         refit_augmentation=html.escape(vp["refit_augmentation"]),

@@ -23,9 +23,10 @@ differences are paired), averaged over folds and repeats as the point estimate i
   `verdict.n_perm` (9,999) permutations take a second, and p can reach 1e-4.
 - `refit` (the whole fit repeated): the labels are permuted and the best architecture is cross-validated
   again through `train.cross_validate` with the same params and seeds (the folds are re-made by the same
-  seeded stratified, grouped rule on the permuted labels: the whole procedure is repeated). It costs a
-  grid fit per permutation, so `verdict.n_perm_cnn` / `n_perm_vit` are small and, by default
-  (`refit_scope: called`), only cytokines the conditional test calls get this check.
+  seeded stratified, grouped rule on the permuted labels: the whole procedure is repeated); its observed
+  F1 is that model refitted on the real labels in the same process. It costs a CV fit per permutation, so
+  `verdict.n_perm_cnn` / `n_perm_vit` are small and, by default (`refit_scope: top`, `refit_max: 3`), only
+  the three cytokines with the smallest conditional p get this check.
 
 Exchangeability. Labels are permuted only within a plate and by treatment group, the unit the folds keep
 together: groups with the same number of wells exchange their label vectors whole (and the wells within a
@@ -36,6 +37,9 @@ conditional test does this within each test fold (within the cells of all repeat
 **The call.** Benjamini-Hochberg across all kept cytokines (those not tested count as p = 1). A cytokine
 is predictable when q < `verdict.alpha` AND the best model beats the best baseline: by default its mean F1
 is above every baseline's mean F1 AND its mean ROC AUC is above every baseline's (`verdict.beat_on`).
+A second, weaker column, `signal_in_images`, asks whether the images carry the cytokine at all: the same
+test over every image-derived predictor (models, image-feature and embeddings baselines) against the
+baselines that see no image (prevalence, position).
 
 The study's claims are tested too (`hypotheses`), and on a simulated plate with `truth.json` the calls are
 scored against the truth (`score_truth`). Pure core down to `run`; Keras is imported only by refits.
@@ -507,17 +511,17 @@ def refit_null(
     architecture: str,
     augmentation: str,
     n_perm: int,
-    observed: float,
     seed: int,
     stop_after: int = 0,
-) -> tuple[np.ndarray, float]:
-    """Mean F1 of `architecture`/`augmentation` cross-validated again on permuted labels, n_perm times.
+) -> tuple[np.ndarray, float, float]:
+    """Mean F1 of `architecture`/`augmentation` cross-validated on the real labels, then again on permuted
+    labels, n_perm times, all in this process (so that observed and null share one numeric environment).
 
     The labels of the cytokine's balanced wells are permuted within plate by treatment group
     (`exchangeable_strata`), then `train.cross_validate` runs with the same params and seeds; it re-makes the
     folds by its seeded stratified, grouped rule. With stop_after > 0 the loop stops once that many null F1s
     reach the observed one (p is then (b + 1) / (n + 1) over the permutations run, which only errs high).
-    Returns (null F1s, seconds).
+    Returns (null F1s, observed F1, seconds).
     """
     t0 = time.perf_counter()
     labels = inputs.labels[inputs.labels.cytokine == cytokine].copy()
@@ -530,22 +534,30 @@ def refit_null(
     perms = permuted_labels(rows.label.to_numpy(), strata, n_perm, np.random.default_rng(seed))
     base = dataclasses.replace(inputs, kept=(cytokine,), strategies=(augmentation,))
     tp = dataclasses.replace(train_params, architectures=(architecture,))
+
+    def mean_f1(table: pd.DataFrame) -> float:
+        result = train.cross_validate(dataclasses.replace(base, labels=table), tp, progress=False)
+        pred = result.predictions
+        if pred.empty:
+            return np.nan
+        scores = [
+            evaluate.fold_scores(g.label.to_numpy(), g.prob.to_numpy())["f1"]
+            for _, g in pred.groupby(["repeat", "fold"])
+        ]
+        return float(np.mean(scores))
+
+    observed = mean_f1(labels)
     null = []
     for k in range(n_perm):
         shuffled = labels.copy()
         shuffled.loc[bal, "label"] = perms[k].astype(int)
-        result = train.cross_validate(dataclasses.replace(base, labels=shuffled), tp, progress=False)
-        pred = result.predictions
-        if pred.empty:
+        value = mean_f1(shuffled)
+        if np.isnan(value):
             continue
-        f1 = [
-            evaluate.fold_scores(g.label.to_numpy(), g.prob.to_numpy())["f1"]
-            for _, g in pred.groupby(["repeat", "fold"])
-        ]
-        null.append(float(np.mean(f1)))
+        null.append(value)
         if stop_after and sum(v >= observed - 1e-12 for v in null) >= stop_after:
             break
-    return np.array(null), time.perf_counter() - t0
+    return np.array(null), observed, time.perf_counter() - t0
 
 
 def cheapest(strategies: tuple[str, ...]) -> str:
@@ -688,9 +700,9 @@ def _wilcoxon(x: np.ndarray, y: np.ndarray, alternative: str) -> tuple[float, fl
     d = np.asarray(x, float) - np.asarray(y, float)
     d = d[~np.isnan(d)]
     if len(d) == 0:
-        return np.nan, np.nan, "no paired values"
+        return np.nan, np.nan, "; no paired values"
     if np.allclose(d, 0):
-        return 0.0, 1.0, "all differences are zero"
+        return 0.0, 1.0, "; all differences are zero"
     res = stats.wilcoxon(d, alternative=alternative, zero_method="wilcox")
     return float(res.statistic), float(res.pvalue), ""
 
@@ -740,7 +752,7 @@ def hypotheses(
                 s,
                 p,
                 len(aug),
-                f"{aug.columns[0]} vs {aug.columns[1]} {note}".strip(),
+                f"{aug.columns[0]} vs {aug.columns[1]}{note}",
             )
         )
     else:
@@ -777,17 +789,23 @@ def hypotheses(
                     s,
                     p,
                     len(aug),
-                    f"median difference {d:+.3f} {note}".strip(),
+                    f"median difference {d:+.3f}{note}",
                     pa,
                 )
             )
     per_arch = model_means.pivot_table(index="cytokine", columns="architecture", values="f1", aggfunc="mean")
+    auc_arch = (
+        model_means.pivot_table(index="cytokine", columns="architecture", values="roc_auc", aggfunc="mean")
+        if "roc_auc" in model_means
+        else per_arch * np.nan
+    )
     # H2: the wide CNN beats the deep CNN
     claim = "The wide CNN beats the deep CNN"
     if {"wide_cnn", "deep_cnn"} <= set(archs):
         pair = per_arch[["wide_cnn", "deep_cnn"]].dropna()
         s, p, note = _wilcoxon(pair.wide_cnn, pair.deep_cnn, "greater")
         d = float((pair.wide_cnn - pair.deep_cnn).median())
+        d_auc = float((auc_arch.wide_cnn - auc_arch.deep_cnn).median())
         rows.append(
             _row(
                 "wide_cnn > deep_cnn",
@@ -796,7 +814,8 @@ def hypotheses(
                 s,
                 p,
                 len(pair),
-                f"F1 averaged over augmentations; median difference {d:+.3f} {note}".strip(),
+                f"F1 averaged over augmentations; median difference {d:+.3f} (ROC AUC {d_auc:+.3f}: an F1 "
+                f"gain without an AUC gain is a shift of calls at P=0.5, not a better ranking){note}",
             )
         )
     else:
@@ -814,6 +833,7 @@ def hypotheses(
         pair = pd.DataFrame({"cnn": per_arch[cnn].mean(axis=1), "vit": per_arch[vit].mean(axis=1)}).dropna()
         s, p, note = _wilcoxon(pair.cnn, pair.vit, "greater")
         d = float((pair.cnn - pair.vit).median())
+        d_auc = float((auc_arch[cnn].mean(axis=1) - auc_arch[vit].mean(axis=1)).median())
         caveat = (
             ""
             if vit_pretrained
@@ -830,7 +850,7 @@ def hypotheses(
                 p,
                 len(pair),
                 f"mean F1 of {'+'.join(cnn)} vs {'+'.join(vit)}; "
-                f"median difference {d:+.3f}{caveat} {note}".strip(),
+                f"median difference {d:+.3f} (ROC AUC {d_auc:+.3f}){caveat}{note}",
             )
         )
     else:
@@ -875,7 +895,7 @@ def hypotheses(
                     s,
                     p,
                     len(pair),
-                    f"{label}; median difference {d:+.3f} {note}".strip(),
+                    f"{label}; median difference {d:+.3f}{note}",
                 )
             )
         else:
@@ -1067,8 +1087,9 @@ def compute(
         obs_i, null_i, per_i = conditional_test(
             pd.concat([cp, ib], ignore_index=True), w.wells, vp.n_perm, np.random.default_rng([vp.seed, i, 1])
         )
-        top = per_i.idxmax()
-        tests[-1].update(p_images=permutation_p(null_i, obs_i), image_predictor=f"{top[0]}/{top[1]}")
+        if len(per_i):
+            top = per_i.idxmax()
+            tests[-1].update(p_images=permutation_p(null_i, obs_i), image_predictor=f"{top[0]}/{top[1]}")
     tests = pd.DataFrame(tests)
     timing["conditional_test_s"] = time.perf_counter() - t2
     table = decide(summary, tests, kept, vp.alpha, vp.beat_on, "conditional")
@@ -1077,11 +1098,6 @@ def compute(
     chosen = refit_choice(table, vp.refit_scope, vp.refit_max) if inputs_factory is not None else []
     refits = []
     if chosen:
-        per_model = (
-            scores[scores.architecture != BASELINE_ARCH]
-            .groupby([*MODEL, "cytokine"], as_index=False)
-            .f1.mean()
-        )
         inputs_cache: dict = {}
         for cytokine in chosen:
             r = table[table.cytokine == cytokine].iloc[0]
@@ -1097,14 +1113,6 @@ def compute(
                 if vp.refit_augmentation == "cheapest"
                 else r.augmentation
             )
-            obs = per_model[
-                (per_model.architecture == arch)
-                & (per_model.augmentation == aug)
-                & (per_model.cytokine == cytokine)
-            ].f1
-            if obs.empty:
-                continue
-            observed = float(obs.iloc[0])
             n = vp.n_perm_vit if arch in VIT_ARCHS else vp.n_perm_cnn
             if n < 1:
                 continue
@@ -1112,14 +1120,13 @@ def compute(
             try:
                 if kind not in inputs_cache:
                     inputs_cache[kind] = inputs_factory((arch,))
-                null, seconds = refit_null(
+                null, observed, seconds = refit_null(
                     inputs_cache[kind],
                     p.train,
                     cytokine,
                     arch,
                     aug,
                     n,
-                    observed,
                     vp.seed + 7919 * (1 + kept.index(cytokine)),
                     vp.refit_stop_after,
                 )

@@ -191,6 +191,8 @@ def test_report_is_one_self_contained_page(tmp_path, with_truth):
         truth = pd.read_csv(reports / "truth.csv").set_index("cytokine")
         assert truth.loc["seen", "outcome"] == "found"
         assert truth.loc["edge", "outcome"] == "correctly not called"  # the position baseline does better
+        assert truth.loc["seen", "signal_in_images"] and not truth.loc["noise", "signal_in_images"]
+        assert not truth.loc["edge", "signal_in_images"]  # position explains it better
         assert "morphology-driven cytokines found" in text
     summary = json.loads((tmp_path / "metrics" / "verdict.json").read_text())
     assert summary["predictable"] == sorted(table.index[table.predictable])

@@ -93,6 +93,48 @@ def test_shuffles_keep_plates_groups_and_counts():
     assert [(k, len(part)) for k, part in wells_only] == [("blocks", 10), ("blocks", 6)]
 
 
+def test_conditional_test_with_repeated_cv_and_model_selection():
+    """Two repeats with their own folds (cells = a fold in each repeat); max over models."""
+    rng = np.random.default_rng(3)
+    n_groups = 30
+    group = np.repeat(np.arange(n_groups), 2)
+    y = np.repeat(rng.permutation(np.repeat([0, 1], n_groups // 2)), 2)
+    wells = pd.DataFrame({"plate": "p", "group": [f"g{g}" for g in group]})
+    rows = []
+    for repeat in (0, 1):
+        fold_of_group = rng.permutation(np.repeat([0, 1], n_groups // 2))
+        fold = fold_of_group[group]
+        for model, prob in (("perfect", 0.1 + 0.8 * y), ("coin", rng.random(len(y)))):
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "architecture": model,
+                        "augmentation": "none",
+                        "cytokine": "X",
+                        "repeat": repeat,
+                        "fold": fold,
+                        "well_index": np.arange(len(y)),
+                        "label": y,
+                        "prob": prob,
+                    }
+                )
+            )
+    preds = pd.concat(rows, ignore_index=True)
+    observed, null, per_model = verdict.conditional_test(preds, wells, 999, np.random.default_rng(0))
+    assert observed == pytest.approx(1.0) and per_model[("perfect", "none")] == pytest.approx(1.0)
+    assert verdict.permutation_p(null, observed) == pytest.approx(1 / 1000)
+    # the coin alone: its F1 is typical of the null, and the null is the same statistic (mean over 4 folds)
+    coin = preds[preds.architecture == "coin"]
+    obs_coin, null_coin, _ = verdict.conditional_test(coin, wells, 999, np.random.default_rng(0))
+    assert 0.05 < verdict.permutation_p(null_coin, obs_coin) < 1
+    scores = verdict.score_predictions(coin)
+    assert obs_coin == pytest.approx(scores.f1.mean()) and len(scores) == 4
+    # picking the best of many coins is paid for: the max over models moves the null up
+    many = pd.concat([coin.assign(architecture=f"coin{k}", prob=rng.random(len(coin))) for k in range(10)])
+    _, null_many, _ = verdict.conditional_test(many, wells, 999, np.random.default_rng(0))
+    assert np.median(null_many) > np.median(null_coin)
+
+
 def test_count_nuclei_counts_blobs():
     yy, xx = np.mgrid[0:32, 0:32]
     img = np.zeros((32, 32))
@@ -395,6 +437,15 @@ def test_refit_null_reruns_the_best_model_on_shuffled_labels(planted_and_noise):
     observed = np.mean(
         [evaluate.fold_scores(g.label.to_numpy(), g.prob.to_numpy())["f1"] for _, g in pred.groupby("fold")]
     )
-    null, seconds = verdict.refit_null(inputs, p.train, "planted", "wide_cnn", "none", 3, observed, seed=0)
+    null, refit_observed, seconds = verdict.refit_null(
+        inputs, p.train, "planted", "wide_cnn", "none", 3, seed=0
+    )
+    assert refit_observed == pytest.approx(observed)  # the same fit, on the real labels, in this process
     assert len(null) == 3 and (null < observed).all() and seconds > 0
-    assert verdict.permutation_p(null, observed) == pytest.approx(1 / 4)
+    assert verdict.permutation_p(null, refit_observed) == pytest.approx(1 / 4)
+    # stop early once 1 null F1 reaches a (here impossible) observed F1 of 0: one permutation is enough
+    inputs_noise = dataclasses.replace(inputs, kept=("noise-1",))
+    null2, _, _ = verdict.refit_null(
+        inputs_noise, p.train, "noise-1", "wide_cnn", "none", 5, seed=0, stop_after=1
+    )
+    assert len(null2) <= 5
