@@ -608,7 +608,9 @@ def log_results(
     log_metrics(client, tracked.run_id, parent)
     for png in sorted(Path(reports).glob("*.png")):
         retry(mlflow.log_artifact, str(png), "reports")
-    for extra in (Path(reports) / "f1_per_cytokine.csv", Path(summary_file)):
+    verdict_files = ("index.html", "predictable.csv", "hypotheses.csv", "truth.csv")  # when the verdict ran
+    extras = [Path(reports) / "f1_per_cytokine.csv", Path(summary_file), *(Path(reports) / f for f in verdict_files)]
+    for extra in extras:
         if extra.is_file():
             retry(mlflow.log_artifact, str(extra), "reports")
     return tracked
