@@ -609,7 +609,8 @@ def log_results(
     for png in sorted(Path(reports).glob("*.png")):
         retry(mlflow.log_artifact, str(png), "reports")
     verdict_files = ("index.html", "predictable.csv", "hypotheses.csv", "truth.csv")  # when the verdict ran
-    extras = [Path(reports) / "f1_per_cytokine.csv", Path(summary_file), *(Path(reports) / f for f in verdict_files)]
+    extras = [Path(reports) / "f1_per_cytokine.csv", Path(summary_file)]
+    extras += [Path(reports) / name for name in verdict_files]
     for extra in extras:
         if extra.is_file():
             retry(mlflow.log_artifact, str(extra), "reports")
