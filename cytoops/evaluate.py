@@ -212,3 +212,17 @@ def summary_command(
         raise ValueError(f"{metrics} does not exist: run `dvc repro` (or `cytoops evaluate`) first")
     for line in summary_lines(json.loads(metrics.read_text())):
         typer.echo(line)
+    verdict_file = metrics.with_name("verdict.json")  # written by the verdict stage, when it ran
+    if verdict_file.is_file():
+        v = json.loads(verdict_file.read_text())
+        typer.echo(
+            f"predictable (q < {v['alpha']} and beats every baseline): {v['n_predictable']} of {v['n_cytokines_kept']}"
+            + (f": {', '.join(v['predictable'])}" if v["predictable"] else "")
+        )
+        truth = v.get("truth")
+        if truth:
+            typer.echo(
+                f"against the plate's truth.json: {truth['morphology_found']} of {truth['morphology_kept']} "
+                f"morphology-driven cytokines found, {len(truth['wrongly_called'])} others wrongly called; "
+                "details in reports/index.html"
+            )
