@@ -30,7 +30,8 @@ from cytoops import (
 
 app = typer.Typer(
     help=(
-        "cytoops: train per-cytokine responder classifiers from 64x64 well thumbnails (actin, mito, nucleus), "
+        "cytoops: train per-cytokine responder classifiers from 64x64 well thumbnails "
+        "(actin, mito, nucleus), "
         "compare architectures and augmentations honestly, and say which cytokines images predict.\n\n"
         "Quick start: `cytoops demo-plate data/` writes a simulated plate; `cytoops validate data/` checks a "
         "plate; `dvc repro` (or `cytoops run --data data --out out`) runs wrangle, augment, features, train "
@@ -86,7 +87,8 @@ def models_command(
     typer.echo(f"{'name':<11} {'study name':<15} {'trainable @1ch':>15} {'@3ch':>10}  input")
     for r in rows:
         typer.echo(
-            f"{r['name']:<11} {r['study_name']:<15} {r['trainable_params_1ch']:>15,} {r['trainable_params_3ch']:>10,}  {r['input']}"
+            f"{r['name']:<11} {r['study_name']:<15} {r['trainable_params_1ch']:>15,} "
+            f"{r['trainable_params_3ch']:>10,}  {r['input']}"
         )
 
 

@@ -51,7 +51,7 @@ def per_cytokine(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(scores: pd.DataFrame, p: EvaluateParams, n_kept: int, n_failed: int) -> dict:
-    """Per model: mean F1 over cytokines and how many cytokines reach the F1 cut-off; the best per cytokine."""
+    """Per model: mean F1 over cytokines and how many reach the F1 cut-off; the best model per cytokine."""
     means = per_cytokine(scores)
     models = {}
     for (arch, aug), g in means.groupby(MODEL):
@@ -77,7 +77,7 @@ def summarize(scores: pd.DataFrame, p: EvaluateParams, n_kept: int, n_failed: in
 
 
 def figures(scores: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Path]:
-    """The study's Figure 5 (F1 by augmentation), Figure 6 (F1 by architecture) and learning curves, as PNG."""
+    """The study's Figure 5 (F1 by augmentation), Figure 6 (by architecture) and learning curves, as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,7 +132,7 @@ def figures(scores: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Path]
 
 
 def best_curve(means: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
-    """Per-epoch loss and validation loss of the best (architecture, augmentation, cytokine), first repeat and fold."""
+    """Per-epoch loss and validation loss of the best model of any cytokine, first repeat and fold."""
     columns = ["epoch", "loss", "val_loss"]
     if means.empty or curves.empty:
         return pd.DataFrame(columns=columns)
@@ -150,7 +150,8 @@ def best_curve(means: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
 def summary_lines(summary: dict) -> list[str]:
     """The short table `make demo` prints: kept cytokines, best model, cytokines each model predicts."""
     lines = [
-        f"cytokines kept: {summary['n_cytokines_kept']}; predicted (F1 >= {summary['f1_cutoff']}) by some model: "
+        f"cytokines kept: {summary['n_cytokines_kept']}; "
+        f"predicted (F1 >= {summary['f1_cutoff']}) by some model: "
         f"{summary['n_cytokines_predicted_by_any']}; best model: {summary['best_model']}",
         f"{'model':<24} {'mean F1':>8} {'mean AUC':>9} {'predicted':>10}",
     ]
@@ -216,7 +217,8 @@ def summary_command(
     if verdict_file.is_file():
         v = json.loads(verdict_file.read_text())
         typer.echo(
-            f"predictable (q < {v['alpha']} and beats every baseline): {v['n_predictable']} of {v['n_cytokines_kept']}"
+            f"predictable (q < {v['alpha']} and beats every baseline): "
+            f"{v['n_predictable']} of {v['n_cytokines_kept']}"
             + (f": {', '.join(v['predictable'])}" if v["predictable"] else "")
         )
         truth = v.get("truth")

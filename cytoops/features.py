@@ -90,5 +90,6 @@ def command(
     f = compute(augment.load(views), p)
     save(f, out)
     typer.echo(
-        f"features: {f.values.shape[0]} views x {f.values.shape[1]} wells x {f.values.shape[2]} ({f.weights}) -> {out}"
+        f"features: {f.values.shape[0]} views x {f.values.shape[1]} wells x {f.values.shape[2]} "
+        f"({f.weights}) -> {out}"
     )

@@ -103,7 +103,7 @@ def split_validation(labels: np.ndarray, groups: np.ndarray, fraction: float, se
 
 
 def initial_weights(model, rng: np.random.Generator) -> list[np.ndarray]:
-    """Fresh weights as Keras would draw them for these layers (Glorot-uniform kernels, zero biases), from `rng`."""
+    """Fresh weights as Keras draws them (Glorot-uniform kernels, zero biases), from `rng`."""
     weights = []
     for variable in model.weights:
         shape = tuple(variable.shape)
@@ -128,7 +128,7 @@ class Fitter:
     (two logits + sparse categorical cross-entropy for the CNNs, sigmoid + binary cross-entropy for the ViT
     heads), Adam, shuffling from `np.random.default_rng(seed)`, and Keras' early-stopping rule (stop after
     `patience` epochs without a lower validation loss, restore the best weights). Keras' `fit` does the same
-    but builds a tf.data pipeline and callbacks per call: on these small fits that overhead was most of the time.
+    but builds a tf.data pipeline and callbacks per call: on these small fits, most of the time.
     """
 
     def __init__(self, params: TrainParams):
@@ -169,7 +169,7 @@ class Fitter:
                 out = model(x, training=True)
                 loss = loss_fn(y, out)
             grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             return loss, tf.cast(out, tf.float32)
 
         @tf.function(input_signature=[x_spec])
@@ -254,7 +254,7 @@ class Fitter:
 
 
 def model_input(inputs: Inputs, architecture: str, bank_images: np.ndarray | None = None) -> np.ndarray:
-    """(n_views, n_wells, ...) array a model of this architecture reads: channels-last images or ViT features."""
+    """The (n_views, n_wells, ...) array an architecture reads: channels-last images or ViT features."""
     from cytoops import models
 
     if models.get(architecture).kind == "vit":
@@ -297,7 +297,7 @@ class Task:
 
 
 def plan(inputs: Inputs, params: TrainParams) -> tuple[list[Task], pd.DataFrame, list[dict]]:
-    """The tasks of the grid, the folds they share (per cytokine and repeat), and cytokines that cannot be folded."""
+    """The grid's tasks, the folds they share (per cytokine and repeat), and cytokines with no folds."""
     tasks, fold_rows, failures = [], [], []
     for cytokine in inputs.kept:
         rows = inputs.labels[(inputs.labels.cytokine == cytokine) & inputs.labels.balanced.astype(bool)]
@@ -491,7 +491,7 @@ class TaskCache:
 def cross_validate(
     inputs: Inputs, params: TrainParams, progress: bool = True, cache: Path | None = None
 ) -> Result:
-    """Every (architecture, augmentation, cytokine, repeat, fold) of the grid; a failing unit is recorded, never fatal.
+    """Every (architecture, augmentation, cytokine, repeat, fold); a failing unit is recorded, never fatal.
 
     Tasks are independent (no shared mutable state): with `train.workers` > 1 they run in that many processes,
     and every unit gives the same numbers wherever it runs with the same thread count. With `cache`, finished
@@ -619,7 +619,7 @@ def command(
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params.yaml to read."),
     overrides: list[str] = typer.Option([], "--set", help="Override a param: --set train.epochs=5"),
 ) -> None:
-    """Cross-validate every architecture x augmentation x kept cytokine; out-of-fold probabilities and curves."""
+    """Cross-validate every architecture x augmentation x kept cytokine: out-of-fold probabilities, curves."""
     p = params_mod.load(params_file, overrides)
     inputs = load_inputs(wrangled, views, vit_features, p)
     result = cross_validate(inputs, p.train, cache=cache)
@@ -630,7 +630,8 @@ def command(
     )
     for row in result.failures.itertuples():
         typer.secho(
-            f"  failed: {row.architecture} {row.augmentation} {row.cytokine} repeat {row.repeat} fold {row.fold}: {row.error}",
+            f"  failed: {row.architecture} {row.augmentation} {row.cytokine} "
+            f"repeat {row.repeat} fold {row.fold}: {row.error}",
             fg="red",
             err=True,
         )

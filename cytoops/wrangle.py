@@ -19,7 +19,9 @@ from cytoops.plate import Plate, read_data, slugify, well_row_col
 
 @dataclass(frozen=True)
 class Wrangled:
-    wells: pd.DataFrame  # one row per usable well (row i = images[i]): plate, well, row, col, edge, treatment, role, concentration, group
+    # one row per usable well (row i = images[i]):
+    # plate, well, row, col, edge, treatment, role, concentration, group
+    wells: pd.DataFrame
     images: (
         np.ndarray
     )  # (n_wells, C, S, S) float32, per plate and channel scaled so 0.1th..99.9th percentile -> 0..1
@@ -88,7 +90,7 @@ def normalize_images(images: np.ndarray) -> np.ndarray:
 
 
 def _well_table(plate: Plate, wells: list[str]) -> pd.DataFrame:
-    rows, cols = zip(*(well_row_col(w) for w in wells)) if wells else ((), ())
+    rows, cols = zip(*(well_row_col(w) for w in wells), strict=True) if wells else ((), ())
     n_rows, n_cols = {96: (8, 12), 384: (16, 24), 1536: (32, 48)}[plate.format]
     table = pd.DataFrame({"plate": plate.plate_id, "well": wells, "row": rows, "col": cols})
     table["edge"] = (
