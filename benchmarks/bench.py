@@ -248,9 +248,12 @@ def study_fit(arch: str, seed: int, x, y, x_val, y_val, x_test, p, vit_layers: i
         vit_layers=vit_layers,
         dtype_policy=tp.precision,
     )
+    from cytoops import train
+
     if models_kind(arch) == "cnn":
-        keras.utils.set_random_seed(seed)
+        keras.utils.set_random_seed(seed)  # Keras' fit shuffles from it
         model = models.REGISTRY[arch].build(tuple(x.shape[1:]), mp)  # compiled: Adam, 2 logits, sparse CE
+        model.set_weights(train.initial_weights(model, np.random.default_rng(seed)))  # cytoops' weights
         y, y_val = y.astype(np.int32), y_val.astype(np.int32)
     else:
         # The study's Sequential(vit_b32(...), Dense..., Dense(1, sigmoid)), backbone frozen. The backbone is
@@ -259,6 +262,7 @@ def study_fit(arch: str, seed: int, x, y, x_val, y_val, x_test, p, vit_layers: i
         backbone, _ = models.build_backbone(mp, image_size=x.shape[1])
         keras.utils.set_random_seed(seed)
         head = models.build_head(arch, models.VIT_FEATURES, mp)
+        head.set_weights(train.initial_weights(head, np.random.default_rng(seed)))  # cytoops' initial weights
         model = keras.Sequential([keras.Input(shape=tuple(x.shape[1:])), backbone, head], name=arch)
         model.compile(
             optimizer=keras.optimizers.Adam(tp.learning_rate),
