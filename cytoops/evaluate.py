@@ -15,6 +15,7 @@ from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score, 
 
 from cytoops import params as params_mod
 from cytoops import train as train_mod
+from cytoops import wrangle as wrangle_mod
 from cytoops.params import EvaluateParams
 
 UNIT = ["architecture", "augmentation", "cytokine", "repeat", "fold"]
@@ -175,7 +176,7 @@ def run(
     means.to_csv(reports / "f1_per_cytokine.csv", index=False)
     best_curve(means, result.curves).to_csv(reports / "best_learning_curve.csv", index=False)
     figures(scores, result.curves, reports)
-    n_kept = int(cytokines.kept.astype(str).str.lower().eq("true").sum())
+    n_kept = len(wrangle_mod.kept_cytokines(cytokines))
     summary = summarize(scores, p, n_kept, len(result.failures))
     metrics.parent.mkdir(parents=True, exist_ok=True)
     metrics.write_text(json.dumps(summary, indent=2) + "\n")

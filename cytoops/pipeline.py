@@ -17,9 +17,8 @@ from cytoops import params as params_mod
 
 def run_all(data: Path, out: Path, p: params_mod.Params) -> dict:
     w = wrangle.run(data, out / "wrangle", p.wrangle)
-    typer.echo(
-        f"wrangle: {len(w.wells)} wells, {int(w.cytokines.kept.sum())} of {len(w.cytokines)} cytokines kept"
-    )
+    n_kept = len(wrangle.kept_cytokines(w.cytokines))
+    typer.echo(f"wrangle: {len(w.wells)} wells, {n_kept} of {len(w.cytokines)} cytokines kept")
     bank = augment.make_bank(w.images, p.augment.strategies)
     augment.save(bank, out / "augment" / "views.npz")
     vit_path = None

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import typer
 
-from cytoops import augment, tracking
+from cytoops import augment, tracking, wrangle
 from cytoops import params as params_mod
 from cytoops import train as train_mod
 from cytoops.plate import slugify
@@ -250,7 +250,7 @@ def register(
     means = pd.read_csv(scores)
     result = train_mod.load(trained)
     cytokines = pd.read_csv(Path(wrangled) / "cytokines.csv", keep_default_na=False)
-    kept = cytokines.cytokine[cytokines.kept.astype(str).str.lower().eq("true")].tolist()
+    kept = list(wrangle.kept_cytokines(cytokines))
     mode = p.tracking.log_models
     champions = choose_champions(means, result.fits, kept, p.train.epochs)
     listing: dict = {

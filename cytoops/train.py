@@ -253,7 +253,7 @@ class Fitter:
         return self._probability(slot, self._outputs(slot, x))
 
 
-def model_input(inputs: Inputs, architecture: str, bank_images: np.ndarray | None = None) -> np.ndarray:
+def model_input(inputs: Inputs, architecture: str) -> np.ndarray:
     """The (n_views, n_wells, ...) array an architecture reads: channels-last images or ViT features."""
     from cytoops import models
 
@@ -265,8 +265,7 @@ def model_input(inputs: Inputs, architecture: str, bank_images: np.ndarray | Non
                 "the ViT features were computed on other views than the view bank: rerun features"
             )
         return inputs.vit.values
-    images = inputs.bank.images if bank_images is None else bank_images
-    return images
+    return inputs.bank.images
 
 
 def cnn_view_bank(inputs: Inputs, channels: tuple[str, ...]) -> np.ndarray:
@@ -580,7 +579,7 @@ def load_inputs(wrangled: Path, views: Path, vit_features: Path | None, params: 
     return Inputs(
         wells=w.wells,
         labels=w.labels,
-        kept=tuple(w.cytokines.cytokine[w.cytokines.kept.astype(bool)]),
+        kept=wrangle_mod.kept_cytokines(w.cytokines),
         bank=augment.load(views),
         channels=w.channels,
         vit=vit,

@@ -1050,7 +1050,7 @@ def compute(
     timing: dict[str, float] = {}
     notes: list[str] = []
     t0 = time.perf_counter()
-    kept = [c for c in w.cytokines.cytokine[w.cytokines.kept.astype(str).str.lower().eq("true")]]
+    kept = list(wrangle_mod.kept_cytokines(w.cytokines))
     folds = result.folds
     preds = result.predictions.copy()
     preds = preds[preds.cytokine.isin(kept)]

@@ -35,6 +35,11 @@ class Wrangled:
     )  # one row per well (same order as wells), numeric columns only (none when absent)
 
 
+def kept_cytokines(cytokines: pd.DataFrame) -> tuple[str, ...]:
+    """The cytokines wrangle kept, from its cytokines table (in memory, or read back from cytokines.csv)."""
+    return tuple(cytokines.cytokine[cytokines.kept.astype(str).str.lower().eq("true")])
+
+
 def binarize(
     values: pd.Series, method: str, threshold: float, negative: pd.Series | None = None
 ) -> pd.Series:
@@ -237,7 +242,7 @@ def command(
     """Binarize each cytokine, balance classes, drop cytokines under the well cut-off."""
     p = params_mod.load(params_file, overrides).wrangle
     result = run(data, out, p)
-    kept = result.cytokines[result.cytokines.kept]
+    kept = kept_cytokines(result.cytokines)
     typer.echo(
         f"wrangle: {len(result.wells)} wells, {len(result.cytokines)} cytokines, {len(kept)} kept "
         f"(>= {p.min_wells} balanced wells), {len(result.cytokines) - len(kept)} dropped -> {out}"
