@@ -16,17 +16,18 @@ differences are paired), averaged over folds and repeats as the point estimate i
 **Is the best model better than chance?** Two permutation tests, both with p = (b + 1) / (n + 1):
 
 - `conditional` (the default test behind the call): the out-of-fold calls of every model of the grid are
-  held fixed and the test-fold labels are permuted; the statistic is the best model's mean F1, recomputed
-  as the maximum over all models in every permutation (max-T), so picking the best of the grid is part of
-  the null. Under "images carry no information about the label" each fold's predictions come from wells
-  the labels of the test fold never touched, so permuting those labels is exact. It needs no refits:
+  held fixed and the test-fold labels are permuted; the statistic is the best model's mean ROC AUC
+  (`verdict.statistic`; f1, the study's metric, is the other choice), recomputed as the maximum over all
+  models in every permutation (max-T), so picking the best of the grid is part of the null. Under "images
+  carry no information about the label" each fold's predictions come from wells the labels of the test
+  fold never touched, so permuting those labels is exact. It needs no refits:
   `verdict.n_perm` (9,999) permutations take a second, and p can reach 1e-4.
 - `refit` (the whole fit repeated): the labels are permuted and the best architecture is cross-validated
   again through `train.cross_validate` with the same params and seeds (the folds are re-made by the same
   seeded stratified, grouped rule on the permuted labels: the whole procedure is repeated); its observed
-  F1 is that model refitted on the real labels in the same process. It costs a CV fit per permutation, so
-  `verdict.n_perm_cnn` / `n_perm_vit` are small and, by default (`refit_scope: top`, `refit_max: 3`), only
-  the three cytokines with the smallest conditional p get this check.
+  statistic is that model refitted on the real labels in the same process. It costs a CV fit per
+  permutation, so `verdict.n_perm_cnn` / `n_perm_vit` are small and, by default (`refit_scope: top`,
+  `refit_max: 3`), only the three cytokines with the smallest conditional p get this check.
 
 Exchangeability. Labels are permuted only within a plate and by treatment group, the unit the folds keep
 together: groups with the same number of wells exchange their label vectors whole (and the wells within a
@@ -35,8 +36,14 @@ Where there is no layout every well is its own group and this is a within-plate 
 conditional test does this within each test fold (within the cells of all repeats' folds when repeats > 1).
 
 **The call.** Benjamini-Hochberg across all kept cytokines (those not tested count as p = 1). A cytokine
-is predictable when q < `verdict.alpha` AND the best model beats the best baseline: by default its mean F1
-is above every baseline's mean F1 AND its mean ROC AUC is above every baseline's (`verdict.beat_on`).
+is predictable when q < `verdict.alpha` AND the best model (highest mean statistic) beats the best baseline:
+by default its mean ROC AUC is above every baseline's (`verdict.beat_on`: f1, both or either instead).
+
+Why ROC AUC by default: F1 of calls at 0.5 also asks whether 0.5 suits the held-out fold. Folds keep
+treatment groups whole (40 DMSO wells are one group on the demo plate), so the folds' share of responders
+differs and a model that ranks the wells well can still call almost nothing: on the demo plate
+deep_cnn/flips has ROC AUC 0.84 and F1 0.00 on IL-1α. And on balanced wells the always-responder gets
+F1 ~0.67 for free, which lifts the null of the max and costs the F1 test its power. F1 is reported throughout.
 A second, weaker column, `signal_in_images`, asks whether the images carry the cytokine at all: the same
 test over every image-derived predictor (models, image-feature and embeddings baselines) against the
 baselines that see no image (prevalence, position).
@@ -84,6 +91,7 @@ BASELINE_ARCH = "baseline"
 IMAGE_BASELINES = ("image_features", "embeddings")  # image-derived; prevalence and position are not
 CNN_ARCHS = ("wide_cnn", "deep_cnn")
 VIT_ARCHS = ("vit_linear", "vit_240k", "vit_500k")
+STATISTICS = ("roc_auc", "f1")  # what the permutation tests and the best-model pick use
 CHEAPEST = ("none", "hflip", "vflip", "hvflip", "flips", "d4")  # strategies by training views, fewest first
 TRUTH_FOUND, TRUTH_MISSED = "found", "missed"
 TRUTH_WRONG, TRUTH_RIGHT = "wrongly called", "correctly not called"
@@ -445,13 +453,21 @@ def permuted_labels(y: np.ndarray, strata: list, n_perm: int, rng: np.random.Gen
 
 
 def conditional_test(
-    predictions: pd.DataFrame, wells: pd.DataFrame, n_perm: int, rng: np.random.Generator
+    predictions: pd.DataFrame,
+    wells: pd.DataFrame,
+    n_perm: int,
+    rng: np.random.Generator,
+    statistic: str = "roc_auc",
 ) -> tuple[float, np.ndarray, pd.Series]:
     """Max-T test-label permutation test of one cytokine's out-of-fold predictions, all models at once.
 
     `predictions` holds every model of the grid for ONE cytokine (all its repeats and folds). Models with a
-    missing fold are left out. Returns (observed max mean F1, null of the max (n_perm,), mean F1 per model).
+    missing fold are left out. `statistic` is the per-fold metric averaged over folds: roc_auc (ranks of the
+    probabilities; labels move within folds, so each fold keeps its count of responders) or f1 (calls at
+    0.5). Returns (observed max mean statistic, null of the max (n_perm,), mean statistic per model).
     """
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic is {statistic!r}: choose one of {', '.join(STATISTICS)}")
     keys = list(predictions.groupby(MODEL).groups)
     units = predictions[["repeat", "fold"]].drop_duplicates()
     complete = [
@@ -481,27 +497,37 @@ def conditional_test(
     y_perm = permuted_labels(label, strata, n_perm, rng).astype(np.float32)
     total_obs = np.zeros(len(complete))
     total_null = np.zeros((n_perm, len(complete)))
-    n_units = 0
+    n_units = np.zeros(len(complete))
     for (_, _), u in predictions.groupby(["repeat", "fold"], sort=True):
         test_wells = np.sort(u.well_index.unique())
         cols = np.array([pos[w_] for w_ in test_wells])
-        calls = np.zeros((len(complete), len(test_wells)), dtype=np.float32)
+        prob = np.zeros((len(complete), len(test_wells)), dtype=np.float64)
         for m, (arch, aug) in enumerate(complete):
             g = u[(u.architecture == arch) & (u.augmentation == aug)]
-            calls[m, np.searchsorted(test_wells, g.well_index.to_numpy())] = g.prob.to_numpy() >= 0.5
-        n_label = label[cols].sum()
-        n_called = calls.sum(axis=1)
-        denom = n_called + n_label
-        tp_obs = calls @ label[cols].astype(np.float32)
-        tp_null = y_perm[:, cols] @ calls.T  # (n_perm, models)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            total_obs += np.where(denom > 0, 2 * tp_obs / np.where(denom > 0, denom, 1), 0.0)
-            total_null += np.where(denom > 0, 2 * tp_null / np.where(denom > 0, denom, 1), 0.0)
+            prob[m, np.searchsorted(test_wells, g.well_index.to_numpy())] = g.prob.to_numpy()
+        y_obs, y_null = label[cols].astype(np.float64), y_perm[:, cols].astype(np.float64)
+        n_pos = y_obs.sum()
+        if statistic == "roc_auc":  # Mann-Whitney: AUC = (sum of positives' mid-ranks - P(P+1)/2) / (P N)
+            n_neg = len(cols) - n_pos
+            if n_pos == 0 or n_neg == 0:
+                continue  # AUC undefined on this fold (as in evaluate.fold_scores): left out of the mean
+            ranks = stats.rankdata(prob, axis=1)
+            offset, scale = n_pos * (n_pos + 1) / 2, n_pos * n_neg
+            total_obs += (ranks @ y_obs - offset) / scale
+            total_null += (y_null @ ranks.T - offset) / scale
+        else:  # F1 of the calls at 0.5: 2 TP / (called + responders)
+            calls = (prob >= 0.5).astype(np.float64)
+            denom = calls.sum(axis=1) + n_pos
+            safe = np.where(denom > 0, denom, 1)
+            total_obs += np.where(denom > 0, 2 * (calls @ y_obs) / safe, 0.0)
+            total_null += np.where(denom > 0, 2 * (y_null @ calls.T) / safe, 0.0)
         n_units += 1
-    per_model = pd.Series(total_obs / max(n_units, 1), index=pd.MultiIndex.from_tuples(complete, names=MODEL))
-    if not complete:
+    per_model = pd.Series(
+        total_obs / np.maximum(n_units, 1), index=pd.MultiIndex.from_tuples(complete, names=MODEL)
+    )
+    if not complete or not n_units.any():
         return np.nan, np.array([]), per_model
-    return float(per_model.max()), (total_null / max(n_units, 1)).max(axis=1), per_model
+    return float(per_model.max()), (total_null / np.maximum(n_units, 1)).max(axis=1), per_model
 
 
 def refit_null(
@@ -513,15 +539,17 @@ def refit_null(
     n_perm: int,
     seed: int,
     stop_after: int = 0,
+    statistic: str = "roc_auc",
 ) -> tuple[np.ndarray, float, float]:
-    """Mean F1 of `architecture`/`augmentation` cross-validated on the real labels, then again on permuted
-    labels, n_perm times, all in this process (so that observed and null share one numeric environment).
+    """Mean `statistic` (roc_auc or f1, per fold) of `architecture`/`augmentation` cross-validated on the
+    real labels, then again on permuted labels, n_perm times, all in this process (so that observed and null
+    share one numeric environment).
 
     The labels of the cytokine's balanced wells are permuted within plate by treatment group
     (`exchangeable_strata`), then `train.cross_validate` runs with the same params and seeds; it re-makes the
     folds by its seeded stratified, grouped rule. With stop_after > 0 the loop stops once that many null F1s
     reach the observed one (p is then (b + 1) / (n + 1) over the permutations run, which only errs high).
-    Returns (null F1s, observed F1, seconds).
+    Returns (null statistics, observed statistic, seconds).
     """
     t0 = time.perf_counter()
     labels = inputs.labels[inputs.labels.cytokine == cytokine].copy()
@@ -535,23 +563,23 @@ def refit_null(
     base = dataclasses.replace(inputs, kept=(cytokine,), strategies=(augmentation,))
     tp = dataclasses.replace(train_params, architectures=(architecture,))
 
-    def mean_f1(table: pd.DataFrame) -> float:
+    def mean_statistic(table: pd.DataFrame) -> float:
         result = train.cross_validate(dataclasses.replace(base, labels=table), tp, progress=False)
         pred = result.predictions
         if pred.empty:
             return np.nan
         scores = [
-            evaluate.fold_scores(g.label.to_numpy(), g.prob.to_numpy())["f1"]
+            evaluate.fold_scores(g.label.to_numpy(), g.prob.to_numpy())[statistic]
             for _, g in pred.groupby(["repeat", "fold"])
         ]
-        return float(np.mean(scores))
+        return float(np.nanmean(scores)) if not np.isnan(scores).all() else np.nan
 
-    observed = mean_f1(labels)
+    observed = mean_statistic(labels)
     null = []
     for k in range(n_perm):
         shuffled = labels.copy()
         shuffled.loc[bal, "label"] = perms[k].astype(int)
-        value = mean_f1(shuffled)
+        value = mean_statistic(shuffled)
         if np.isnan(value):
             continue
         null.append(value)
@@ -576,13 +604,19 @@ def beats(model: pd.Series, best_f1: float, best_auc: float, rule: str) -> bool:
 
 
 def decide(
-    summary: pd.DataFrame, tests: pd.DataFrame, kept: list[str], alpha: float, beat_on: str, test: str
+    summary: pd.DataFrame,
+    tests: pd.DataFrame,
+    kept: list[str],
+    alpha: float,
+    beat_on: str,
+    test: str,
+    statistic: str = "roc_auc",
 ) -> pd.DataFrame:
     """The verdict table, one row per kept cytokine.
 
     summary: `summarize` of models and baselines; tests: cytokine, p_conditional, n_conditional, p_refit,
     n_refit (NaN where not run). BH runs over every kept cytokine; one without a p of the chosen test counts
-    as p = 1.
+    as p = 1. A cytokine's best model is the one with the highest mean `statistic` (ties: the other metric).
     """
     models = summary[summary.architecture != BASELINE_ARCH]
     bases = summary[summary.architecture == BASELINE_ARCH]
@@ -590,7 +624,8 @@ def decide(
     rows = []
     for cytokine in kept:
         m = models[models.cytokine == cytokine].sort_values(
-            ["f1", "roc_auc", "architecture", "augmentation"], ascending=[False, False, True, True]
+            [statistic, "roc_auc" if statistic == "f1" else "f1", "architecture", "augmentation"],
+            ascending=[False, False, True, True],
         )
         b = bases[bases.cytokine == cytokine]
         row: dict = {"cytokine": cytokine}
@@ -631,7 +666,7 @@ def decide(
         "n_refit",
         "refit_architecture",
         "refit_augmentation",
-        "refit_observed_f1",
+        "refit_observed",
     ):
         if col not in table:
             table[col] = np.nan
@@ -1072,27 +1107,31 @@ def compute(
         if cp.empty:
             continue
         rng = np.random.default_rng([vp.seed, i])
-        observed, null, _ = conditional_test(cp, w.wells, vp.n_perm, rng)
+        observed, null, _ = conditional_test(cp, w.wells, vp.n_perm, rng, vp.statistic)
         tests.append(
             {
                 "cytokine": cytokine,
                 "p_conditional": permutation_p(null, observed),
                 "n_conditional": len(null),
-                "conditional_observed_f1": observed,
+                "conditional_observed": observed,
             }
         )
         nulls[cytokine] = {"conditional": null, "observed": observed}
         # is there any signal in the images? the same test over image models and image-derived baselines
         ib = base[(base.cytokine == cytokine) & base.augmentation.isin(IMAGE_BASELINES)]
         obs_i, null_i, per_i = conditional_test(
-            pd.concat([cp, ib], ignore_index=True), w.wells, vp.n_perm, np.random.default_rng([vp.seed, i, 1])
+            pd.concat([cp, ib], ignore_index=True),
+            w.wells,
+            vp.n_perm,
+            np.random.default_rng([vp.seed, i, 1]),
+            vp.statistic,
         )
         if len(per_i):
             top = per_i.idxmax()
             tests[-1].update(p_images=permutation_p(null_i, obs_i), image_predictor=f"{top[0]}/{top[1]}")
     tests = pd.DataFrame(tests)
     timing["conditional_test_s"] = time.perf_counter() - t2
-    table = decide(summary, tests, kept, vp.alpha, vp.beat_on, "conditional")
+    table = decide(summary, tests, kept, vp.alpha, vp.beat_on, "conditional", vp.statistic)
     # refit permutation test (the whole fit repeated) where asked
     t3 = time.perf_counter()
     chosen = refit_choice(table, vp.refit_scope, vp.refit_max) if inputs_factory is not None else []
@@ -1129,6 +1168,7 @@ def compute(
                     n,
                     vp.seed + 7919 * (1 + kept.index(cytokine)),
                     vp.refit_stop_after,
+                    vp.statistic,
                 )
             except (ValueError, FileNotFoundError) as err:
                 notes.append(f"refit test of {cytokine} skipped: {err}")
@@ -1143,7 +1183,7 @@ def compute(
                     "n_refit": len(null),
                     "refit_architecture": arch,
                     "refit_augmentation": aug,
-                    "refit_observed_f1": observed,
+                    "refit_observed": observed,
                     "refit_seconds": round(seconds, 1),
                 }
             )
@@ -1153,7 +1193,7 @@ def compute(
     timing["refit_test_s"] = time.perf_counter() - t3
     if refits:
         tests = tests.merge(pd.DataFrame(refits), on="cytokine", how="left")
-    table = decide(summary, tests, kept, vp.alpha, vp.beat_on, vp.test)
+    table = decide(summary, tests, kept, vp.alpha, vp.beat_on, vp.test, vp.statistic)
     reported = pd.concat(
         [
             table[["architecture", "augmentation", "cytokine"]].dropna(),
@@ -1199,7 +1239,7 @@ TABLE_COLUMNS = [
     "prevalence", "mcc", "mcc_lo", "mcc_hi", "best_baseline", "best_baseline_f1", "best_baseline_f1_lo",
     "best_baseline_f1_hi", "best_baseline_auc_name", "best_baseline_roc_auc", "beats_baseline", "p", "q",
     "n_perm", "p_conditional", "n_conditional", "p_refit", "n_refit", "refit_architecture",
-    "refit_augmentation", "refit_observed_f1", "signal_in_images", "image_predictor", "image_predictor_f1",
+    "refit_augmentation", "refit_observed", "signal_in_images", "image_predictor", "image_predictor_f1",
     "image_predictor_roc_auc", "p_images", "q_images", "reason",
 ]  # fmt: skip
 
@@ -1226,19 +1266,19 @@ def save(v: Verdict, reports: Path, metrics: Path | None) -> list[Path]:
             if kind in n and len(n[kind]):
                 obs = n["observed"] if kind == "conditional" else n["refit_observed"]
                 null_rows.append(
-                    pd.DataFrame({"cytokine": cytokine, "test": kind, "null_f1": n[kind], "observed_f1": obs})
+                    pd.DataFrame({"cytokine": cytokine, "test": kind, "null": n[kind], "observed": obs})
                 )
     nulls = (
         pd.concat(null_rows, ignore_index=True)
         if null_rows
-        else pd.DataFrame(columns=["cytokine", "test", "null_f1", "observed_f1"])
+        else pd.DataFrame(columns=["cytokine", "test", "null", "observed"])
     )
     nulls[nulls.test == "refit"].to_csv(detail / "refit_nulls.csv", index=False)
     # the conditional nulls are large: keep deciles only
     deciles = (
         nulls[nulls.test == "conditional"]
         .groupby("cytokine")
-        .null_f1.quantile([0.5, 0.9, 0.95, 0.99, 0.999])
+        .null.quantile([0.5, 0.9, 0.95, 0.99, 0.999])
         .unstack()
     )
     deciles.columns = [f"null_q{c}" for c in deciles.columns]

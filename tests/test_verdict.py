@@ -93,7 +93,8 @@ def test_shuffles_keep_plates_groups_and_counts():
     assert [(k, len(part)) for k, part in wells_only] == [("blocks", 10), ("blocks", 6)]
 
 
-def test_conditional_test_with_repeated_cv_and_model_selection():
+@pytest.mark.parametrize("statistic", ["roc_auc", "f1"])
+def test_conditional_test_with_repeated_cv_and_model_selection(statistic):
     """Two repeats with their own folds (cells = a fold in each repeat); max over models."""
     rng = np.random.default_rng(3)
     n_groups = 30
@@ -120,19 +121,64 @@ def test_conditional_test_with_repeated_cv_and_model_selection():
                 )
             )
     preds = pd.concat(rows, ignore_index=True)
-    observed, null, per_model = verdict.conditional_test(preds, wells, 999, np.random.default_rng(0))
+    observed, null, per_model = verdict.conditional_test(
+        preds, wells, 999, np.random.default_rng(0), statistic
+    )
     assert observed == pytest.approx(1.0) and per_model[("perfect", "none")] == pytest.approx(1.0)
     assert verdict.permutation_p(null, observed) == pytest.approx(1 / 1000)
     # the coin alone: its F1 is typical of the null, and the null is the same statistic (mean over 4 folds)
     coin = preds[preds.architecture == "coin"]
-    obs_coin, null_coin, _ = verdict.conditional_test(coin, wells, 999, np.random.default_rng(0))
+    obs_coin, null_coin, _ = verdict.conditional_test(coin, wells, 999, np.random.default_rng(0), statistic)
     assert 0.05 < verdict.permutation_p(null_coin, obs_coin) < 1
     scores = verdict.score_predictions(coin)
-    assert obs_coin == pytest.approx(scores.f1.mean()) and len(scores) == 4
+    assert obs_coin == pytest.approx(scores[statistic].mean()) and len(scores) == 4
     # picking the best of many coins is paid for: the max over models moves the null up
     many = pd.concat([coin.assign(architecture=f"coin{k}", prob=rng.random(len(coin))) for k in range(10)])
-    _, null_many, _ = verdict.conditional_test(many, wells, 999, np.random.default_rng(0))
+    _, null_many, _ = verdict.conditional_test(many, wells, 999, np.random.default_rng(0), statistic)
     assert np.median(null_many) > np.median(null_coin)
+
+
+@pytest.mark.parametrize("statistic", ["roc_auc", "f1"])
+def test_conditional_null_is_the_metric_of_the_shuffled_labels(statistic, monkeypatch):
+    """Each null value = max over models of the mean per-fold metric (sklearn, via evaluate.fold_scores) of
+    that permutation's labels: the vectorized ranks/calls algebra checked against the metric itself, ties
+    in the probabilities included."""
+    rng = np.random.default_rng(5)
+    n = 24
+    y = np.tile([0, 1], n // 2)
+    fold = np.repeat([0, 1], n // 2)
+    wells = pd.DataFrame({"plate": "p", "group": [f"g{i}" for i in range(n)]})
+    models = {"a": rng.random(n), "b": np.round(rng.random(n), 1), "c": np.full(n, 0.7)}  # ties, constant
+    preds = pd.concat(
+        [
+            pd.DataFrame(
+                {"architecture": m, "augmentation": "none", "cytokine": "X", "repeat": 0, "fold": fold,
+                 "well_index": np.arange(n), "label": y, "prob": prob}
+            )
+            for m, prob in models.items()
+        ],
+        ignore_index=True,
+    )  # fmt: skip
+    # permutations within each fold (each keeps its count of responders), handed to the test as they are
+    perms = np.stack([np.concatenate([rng.permutation(y[fold == f]) for f in (0, 1)]) for _ in range(20)])
+    monkeypatch.setattr(verdict, "permuted_labels", lambda label, strata, n_perm, rng: perms[:n_perm])
+    observed, null, per_model = verdict.conditional_test(
+        preds, wells, len(perms), np.random.default_rng(0), statistic
+    )
+
+    def mean_metric(labels, prob):
+        return np.mean([evaluate.fold_scores(labels[fold == f], prob[fold == f])[statistic] for f in (0, 1)])
+
+    for m, prob in models.items():
+        assert per_model[(m, "none")] == pytest.approx(mean_metric(y, prob))
+    want = [max(mean_metric(perm, prob) for prob in models.values()) for perm in perms]
+    np.testing.assert_allclose(null, want)
+    assert observed == pytest.approx(max(mean_metric(y, prob) for prob in models.values()))
+
+
+def test_conditional_test_rejects_an_unknown_statistic():
+    with pytest.raises(ValueError, match="statistic is 'accuracy': choose one of roc_auc, f1"):
+        verdict.conditional_test(pd.DataFrame(), pd.DataFrame(), 9, np.random.default_rng(0), "accuracy")
 
 
 def test_count_nuclei_counts_blobs():
@@ -438,11 +484,20 @@ def test_refit_null_reruns_the_best_model_on_shuffled_labels(planted_and_noise):
         [evaluate.fold_scores(g.label.to_numpy(), g.prob.to_numpy())["f1"] for _, g in pred.groupby("fold")]
     )
     null, refit_observed, seconds = verdict.refit_null(
-        inputs, p.train, "planted", "wide_cnn", "none", 3, seed=0
+        inputs, p.train, "planted", "wide_cnn", "none", 3, seed=0, statistic="f1"
     )
     assert refit_observed == pytest.approx(observed)  # the same fit, on the real labels, in this process
     assert len(null) == 3 and (null < observed).all() and seconds > 0
     assert verdict.permutation_p(null, refit_observed) == pytest.approx(1 / 4)
+    # the default statistic, ROC AUC: the same fit scored by its ranking
+    auc = np.mean(
+        [
+            evaluate.fold_scores(g.label.to_numpy(), g.prob.to_numpy())["roc_auc"]
+            for _, g in pred.groupby("fold")
+        ]
+    )
+    _, refit_auc, _ = verdict.refit_null(inputs, p.train, "planted", "wide_cnn", "none", 1, seed=0)
+    assert refit_auc == pytest.approx(auc)
     # stop early once 1 null F1 reaches a (here impossible) observed F1 of 0: one permutation is enough
     inputs_noise = dataclasses.replace(inputs, kept=("noise-1",))
     null2, _, _ = verdict.refit_null(
