@@ -978,8 +978,8 @@ def find_truth(data: Path | None, plate_ids: list[str]) -> dict[str, dict]:
 def score_truth(verdict: pd.DataFrame, truth: dict[str, dict]) -> pd.DataFrame:
     """Each kept cytokine's cause and what the call made of it: found, missed, wrongly called or not."""
     columns = [
-        "cytokine", "cause", "driver", "predictable", "outcome", "f1", "best_baseline", "q",
-        "signal_in_images", "image_predictor",
+        "cytokine", "cause", "driver", "predictable", "outcome", "f1", "best_baseline", "roc_auc",
+        "best_baseline_auc_name", "best_baseline_roc_auc", "q", "signal_in_images", "image_predictor",
     ]  # fmt: skip
     if not truth:
         return pd.DataFrame(columns=columns)
@@ -1001,6 +1001,9 @@ def score_truth(verdict: pd.DataFrame, truth: dict[str, dict]) -> pd.DataFrame:
                 "outcome": outcome,
                 "f1": getattr(r, "f1", np.nan),
                 "best_baseline": getattr(r, "best_baseline", None),
+                "roc_auc": getattr(r, "roc_auc", np.nan),
+                "best_baseline_auc_name": getattr(r, "best_baseline_auc_name", None),
+                "best_baseline_roc_auc": getattr(r, "best_baseline_roc_auc", np.nan),
                 "q": r.q,
                 "signal_in_images": bool(getattr(r, "signal_in_images", False)),
                 "image_predictor": getattr(r, "image_predictor", None),
