@@ -672,9 +672,9 @@ def write(v: verdict_mod.Verdict, reports: Path) -> Path:
             "<i>position</i> ones follow the plate edge and <i>noise</i> ones nothing at all: calling any of "
             "those is a false discovery. One caveat: the balanced non-responders of a pathway cytokine are "
             "drawn from all other wells, many of them changed by morphology-active compounds, while its "
-            "responders are wells of compounds that hit the pathway only; so its responders can be told apart "
-            "by the <i>absence</i> of a phenotype. Such a call is an association the images really carry, but "
-            "not the cause.</p>"
+            "responders are wells of compounds that hit the pathway only; so its responders can be told "
+            "apart by the <i>absence</i> of a phenotype. Such a call is an association the images really "
+            "carry, but not the cause.</p>"
         )
         parts.append(
             _table(
