@@ -144,10 +144,8 @@ class VerdictParams:
     refit_max: int = 3  # at most this many cytokines get the refit test (0: no cap)
     refit_augmentation: str = "cheapest"  # cheapest (fewest training views) or best (the best model's own)
     refit_stop_after: int = 3  # stop a cytokine's refits once this many null F1s reach the observed F1
-    statistic: str = "roc_auc"  # the tests' statistic and the best-model pick: roc_auc or f1 (the study's)
-    beat_on: str = (
-        "roc_auc"  # the best model must beat every baseline on: both (F1, AUC), f1, roc_auc, either
-    )
+    statistic: str = "f1"  # the tests' statistic and the best-model pick: f1 (the study's) or roc_auc
+    beat_on: str = "both"  # the best model must beat every baseline on: both (F1, AUC), f1, roc_auc, either
     n_boot: int = 1000  # cluster-bootstrap draws (treatment groups within test folds) for the intervals
     level: float = 0.95  # interval coverage
     heatmaps: int = 6  # cytokines shown on plate maps in the report

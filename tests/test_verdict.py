@@ -489,14 +489,16 @@ def test_refit_null_reruns_the_best_model_on_shuffled_labels(planted_and_noise):
     assert refit_observed == pytest.approx(observed)  # the same fit, on the real labels, in this process
     assert len(null) == 3 and (null < observed).all() and seconds > 0
     assert verdict.permutation_p(null, refit_observed) == pytest.approx(1 / 4)
-    # the default statistic, ROC AUC: the same fit scored by its ranking
+    # the other statistic, ROC AUC: the same fit scored by its ranking
     auc = np.mean(
         [
             evaluate.fold_scores(g.label.to_numpy(), g.prob.to_numpy())["roc_auc"]
             for _, g in pred.groupby("fold")
         ]
     )
-    _, refit_auc, _ = verdict.refit_null(inputs, p.train, "planted", "wide_cnn", "none", 1, seed=0)
+    _, refit_auc, _ = verdict.refit_null(
+        inputs, p.train, "planted", "wide_cnn", "none", 1, seed=0, statistic="roc_auc"
+    )
     assert refit_auc == pytest.approx(auc)
     # stop early once 1 null F1 reaches a (here impossible) observed F1 of 0: one permutation is enough
     inputs_noise = dataclasses.replace(inputs, kept=("noise-1",))
