@@ -18,9 +18,9 @@ differences are paired), averaged over folds and repeats as the point estimate i
 - `conditional` (the default test behind the call): the out-of-fold calls of every model of the grid are
   held fixed and the test-fold labels are permuted; the statistic is the best model's mean F1
   (`verdict.statistic`; roc_auc is the other choice), recomputed as the maximum over all models in every
-  permutation (max-T), so picking the best of the grid is part of the null. Under "images
-  carry no information about the label" each fold's predictions come from wells the labels of the test
-  fold never touched, so permuting those labels is exact. It needs no refits:
+  permutation (max-T), so picking the best of the grid is part of the null. Under "images carry no
+  information about the label" each fold's predictions come from wells the labels of the test fold never
+  touched, so permuting those labels is exact. It needs no refits:
   `verdict.n_perm` (9,999) permutations take a second, and p can reach 1e-4.
 - `refit` (the whole fit repeated): the labels are permuted and the best architecture is cross-validated
   again through `train.cross_validate` with the same params and seeds (the folds are re-made by the same
@@ -498,7 +498,7 @@ def conditional_test(
     y_perm = permuted_labels(label, strata, n_perm, rng).astype(np.float32)
     total_obs = np.zeros(len(complete))
     total_null = np.zeros((n_perm, len(complete)))
-    n_units = np.zeros(len(complete))
+    n_units = 0
     for (_, _), u in predictions.groupby(["repeat", "fold"], sort=True):
         test_wells = np.sort(u.well_index.unique())
         cols = np.array([pos[w_] for w_ in test_wells])
@@ -523,12 +523,10 @@ def conditional_test(
             total_obs += np.where(denom > 0, 2 * (calls @ y_obs) / safe, 0.0)
             total_null += np.where(denom > 0, 2 * (y_null @ calls.T) / safe, 0.0)
         n_units += 1
-    per_model = pd.Series(
-        total_obs / np.maximum(n_units, 1), index=pd.MultiIndex.from_tuples(complete, names=MODEL)
-    )
-    if not complete or not n_units.any():
+    per_model = pd.Series(total_obs / max(n_units, 1), index=pd.MultiIndex.from_tuples(complete, names=MODEL))
+    if not complete or not n_units:
         return np.nan, np.array([]), per_model
-    return float(per_model.max()), (total_null / np.maximum(n_units, 1)).max(axis=1), per_model
+    return float(per_model.max()), (total_null / max(n_units, 1)).max(axis=1), per_model
 
 
 def refit_null(
