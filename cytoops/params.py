@@ -131,6 +131,7 @@ class TrackingParams:
 VERDICT_TESTS = ("conditional", "refit")
 REFIT_SCOPES = ("none", "top", "called", "candidates", "all")
 BEAT_RULES = ("both", "f1", "roc_auc", "either")
+STATISTICS = ("roc_auc", "f1")  # the verdict tests' statistic (and its best-model pick)
 
 
 @dataclass(frozen=True)
@@ -160,8 +161,10 @@ class VerdictParams:
             )
         if self.refit_augmentation not in ("cheapest", "best"):
             raise ValueError(f"verdict.refit_augmentation is {self.refit_augmentation!r}: cheapest or best")
-        if self.statistic not in ("roc_auc", "f1"):
-            raise ValueError(f"verdict.statistic is {self.statistic!r}: choose roc_auc or f1")
+        if self.statistic not in STATISTICS:
+            raise ValueError(
+                f"verdict.statistic is {self.statistic!r}: choose one of {', '.join(STATISTICS)}"
+            )
         if self.beat_on not in BEAT_RULES:
             raise ValueError(f"verdict.beat_on is {self.beat_on!r}: choose one of {', '.join(BEAT_RULES)}")
         if not 0 < self.alpha < 1 or not 0 < self.level < 1:

@@ -92,7 +92,6 @@ BASELINE_ARCH = "baseline"
 IMAGE_BASELINES = ("image_features", "embeddings")  # image-derived; prevalence and position are not
 CNN_ARCHS = ("wide_cnn", "deep_cnn")
 VIT_ARCHS = ("vit_linear", "vit_240k", "vit_500k")
-STATISTICS = ("roc_auc", "f1")  # what the permutation tests and the best-model pick use
 CHEAPEST = ("none", "hflip", "vflip", "hvflip", "flips", "d4")  # strategies by training views, fewest first
 TRUTH_FOUND, TRUTH_MISSED = "found", "missed"
 TRUTH_WRONG, TRUTH_RIGHT = "wrongly called", "correctly not called"
@@ -467,8 +466,8 @@ def conditional_test(
     probabilities; labels move within folds, so each fold keeps its count of responders) or f1 (calls at
     0.5). Returns (observed max mean statistic, null of the max (n_perm,), mean statistic per model).
     """
-    if statistic not in STATISTICS:
-        raise ValueError(f"statistic is {statistic!r}: choose one of {', '.join(STATISTICS)}")
+    if statistic not in params_mod.STATISTICS:
+        raise ValueError(f"statistic is {statistic!r}: choose one of {', '.join(params_mod.STATISTICS)}")
     keys = list(predictions.groupby(MODEL).groups)
     units = predictions[["repeat", "fold"]].drop_duplicates()
     complete = [

@@ -116,6 +116,9 @@ def test_override_of_an_unknown_key_is_a_value_error():
         ("train.epochs=0", r"train\.epochs is 0"),
         ("train.repeats=0", r"train\.repeats is 0"),
         ("train.precision=float16", r"train\.precision is 'float16'"),
+        ("verdict.statistic=accuracy", r"verdict\.statistic is 'accuracy': choose one of roc_auc, f1"),
+        ("verdict.beat_on=never", r"verdict\.beat_on is 'never'"),
+        ("verdict.test=bootstrap", r"verdict\.test is 'bootstrap'"),
     ],
 )
 def test_invalid_values_are_value_errors_naming_the_param(override, match):
