@@ -21,12 +21,13 @@ from cytoops import (
     pipeline,
     plate,
     predict,
+    profile,
     register,
     tracking,
     train,
-    verdict,
     wrangle,
 )
+from cytoops.verdict import stage as verdict_stage
 
 app = typer.Typer(
     help=(
@@ -98,6 +99,7 @@ COMMANDS: dict[str, Callable] = {
     "wrangle": wrangle.command,
     "augment": augment.command,
     "features": features.command,
+    "profile": profile.command,
     "train": train.command,
     "evaluate": evaluate.command,
     "run": pipeline.command,
@@ -106,7 +108,7 @@ COMMANDS: dict[str, Callable] = {
     "register": register.command,
     "best-model": register.best_model_command,
     "predict": predict.command,
-    "verdict": verdict.command,
+    "verdict": verdict_stage.command,
     "models": models_command,
 }
 for _name, _fn in COMMANDS.items():

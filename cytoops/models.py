@@ -29,6 +29,7 @@ class ModelParams:
     vit_weights: str | None = None  # vit-keras npz of ViT-B/32 (e.g. ViT-B_32_imagenet21k+imagenet2012.npz)
     vit_layers: int = 12  # transformer blocks; 12 is ViT-B/32 (smaller only in tests)
     dtype_policy: str = "float32"  # or "mixed_bfloat16"; the output layer always computes in float32
+    n_outputs: int = 1  # multitask_cnn: one logit per kept cytokine
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,28 @@ def build_deep_cnn(input_shape: tuple[int, ...], params: ModelParams) -> keras.M
         name="deep_cnn",
     )
     return _compile_logits(model, params)
+
+
+def build_multitask_cnn(input_shape: tuple[int, ...], params: ModelParams) -> keras.Model:
+    """Ours, not the study's: one CNN for every cytokine of a plate (`params.n_outputs` logits).
+
+    Small and translation-invariant (global average pooling), so that it learns per-well morphology
+    (counts, sizes, intensities, textures) from all the plate's labels at once rather than one cytokine's
+    ~28 wells; trained by `multitask.fit` with a loss masked where a well has no label.
+    """
+    stack: list = [keras.Input(shape=input_shape)]
+    for filters in (16, 32, 64):
+        stack += [
+            layers.Conv2D(filters, (3, 3), padding="same", activation="relu", dtype=params.dtype_policy),
+            layers.MaxPooling2D((2, 2), dtype=params.dtype_policy),
+        ]
+    stack += [
+        layers.Conv2D(64, (3, 3), padding="same", activation="relu", dtype=params.dtype_policy),
+        layers.GlobalAveragePooling2D(dtype=params.dtype_policy),
+        layers.Dense(64, activation="relu", dtype=params.dtype_policy),
+        layers.Dense(params.n_outputs, dtype="float32"),
+    ]
+    return keras.Sequential(stack, name="multitask_cnn")
 
 
 def build_head(name: str, n_features: int, params: ModelParams) -> keras.Model:
@@ -181,6 +204,7 @@ REGISTRY: dict[str, ModelSpec] = {
         "vit_240k", "Fine-Tuned ViT", "vit", _build_vit("vit_240k"), REGISTRY_HEADS["vit_240k"]
     ),
     "vit_500k": ModelSpec("vit_500k", "ViT 500k", "vit", _build_vit("vit_500k"), REGISTRY_HEADS["vit_500k"]),
+    "multitask_cnn": ModelSpec("multitask_cnn", "(ours) multitask CNN", "multitask", build_multitask_cnn),
 }
 
 
@@ -197,6 +221,6 @@ def trainable_params(model: keras.Model) -> int:
 def count_trainable(name: str, channels: int = 1, image_size: int = 64) -> int:
     """Trainable parameters of an architecture, without building the 87M-parameter backbone for ViTs."""
     spec = get(name)
-    if spec.kind == "cnn":
+    if spec.kind in ("cnn", "multitask"):
         return trainable_params(spec.build((image_size, image_size, channels), ModelParams()))
     return trainable_params(build_head(name, VIT_FEATURES, ModelParams()))

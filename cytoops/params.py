@@ -10,13 +10,26 @@ import yaml
 
 STRATEGIES = ("none", "hflip", "vflip", "hvflip", "flips", "d4")
 BINARIZE_METHODS = ("threshold", "fold_change", "robust_z")
-ARCHITECTURES = (
-    "wide_cnn",
-    "deep_cnn",
-    "vit_linear",
-    "vit_240k",
-    "vit_500k",
-)  # = cytoops.models.REGISTRY (tested)
+# The one table of what `train.architectures` may name: name -> kind. Keras builders live in models.REGISTRY
+# (every kind but "profile"); the first five are the study's. Kinds: cnn and vit (the study's, one model per
+# cytokine on its class-balanced wells), profile (morphological profile + regularized logistic regression,
+# profile.py) and multitask (one CNN for all cytokines of a plate, multitask.py).
+ARCHITECTURES: dict[str, str] = {
+    "wide_cnn": "cnn",
+    "deep_cnn": "cnn",
+    "vit_linear": "vit",
+    "vit_240k": "vit",
+    "vit_500k": "vit",
+    "profile": "profile",
+    "multitask_cnn": "multitask",
+}
+STUDY_ARCHITECTURES = ("wide_cnn", "deep_cnn", "vit_linear", "vit_240k", "vit_500k")
+
+
+def architecture_kind(name: str) -> str:
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}: choose from {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[name]
 
 
 @dataclass(frozen=True)
@@ -61,7 +74,7 @@ class FeaturesParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    architectures: tuple[str, ...] = ("wide_cnn", "deep_cnn", "vit_linear", "vit_240k", "vit_500k")
+    architectures: tuple[str, ...] = tuple(ARCHITECTURES)
     cnn_channels: tuple[str, ...] = ("actin", "mito", "nucleus")
     folds: int = 2
     repeats: int = 1  # repeated cross-validation with fresh fold seeds (seed + repeat)
@@ -128,50 +141,20 @@ class TrackingParams:
             raise ValueError(f"tracking.promote is {self.promote!r}: choose one of {', '.join(PROMOTE)}")
 
 
-VERDICT_TESTS = ("conditional", "refit")
-REFIT_SCOPES = ("none", "top", "called", "candidates", "all")
-BEAT_RULES = ("both", "f1", "roc_auc", "either")
-STATISTICS = ("roc_auc", "f1")  # the verdict tests' statistic (and its best-model pick)
-
-
 @dataclass(frozen=True)
 class VerdictParams:
     alpha: float = 0.05  # Benjamini-Hochberg FDR level across the kept cytokines
-    test: str = "conditional"  # the p behind the call: conditional (max-T over the grid) or refit
-    n_perm: int = 9999  # conditional test-label permutations (no refits): p floor 1 / (n_perm + 1)
-    n_perm_cnn: int = 19  # refit permutations when the best model is a CNN (each one a CV fit)
-    n_perm_vit: int = 49  # refit permutations when it is a ViT head (cheaper fits)
-    refit_scope: str = "top"  # cytokines refitted: none, top (smallest p), called, candidates, all
-    refit_max: int = 3  # at most this many cytokines get the refit test (0: no cap)
-    refit_augmentation: str = "cheapest"  # cheapest (fewest training views) or best (the best model's own)
-    refit_stop_after: int = 3  # stop a cytokine's refits once this many null F1s reach the observed F1
-    statistic: str = "f1"  # the tests' statistic and the best-model pick: f1 (the study's) or roc_auc
-    beat_on: str = "both"  # the best model must beat every baseline on: both (F1, AUC), f1, roc_auc, either
+    n_perm: int = 9999  # label permutations of the test: p floor 1 / (n_perm + 1)
     n_boot: int = 1000  # cluster-bootstrap draws (treatment groups within test folds) for the intervals
     level: float = 0.95  # interval coverage
     heatmaps: int = 6  # cytokines shown on plate maps in the report
     seed: int = 42
 
     def __post_init__(self):
-        if self.test not in VERDICT_TESTS:
-            raise ValueError(f"verdict.test is {self.test!r}: choose one of {', '.join(VERDICT_TESTS)}")
-        if self.refit_scope not in REFIT_SCOPES:
-            raise ValueError(
-                f"verdict.refit_scope is {self.refit_scope!r}: choose one of {', '.join(REFIT_SCOPES)}"
-            )
-        if self.refit_augmentation not in ("cheapest", "best"):
-            raise ValueError(f"verdict.refit_augmentation is {self.refit_augmentation!r}: cheapest or best")
-        if self.statistic not in STATISTICS:
-            raise ValueError(
-                f"verdict.statistic is {self.statistic!r}: choose one of {', '.join(STATISTICS)}"
-            )
-        if self.beat_on not in BEAT_RULES:
-            raise ValueError(f"verdict.beat_on is {self.beat_on!r}: choose one of {', '.join(BEAT_RULES)}")
         if not 0 < self.alpha < 1 or not 0 < self.level < 1:
             raise ValueError(f"verdict.alpha ({self.alpha}) and .level ({self.level}) must be in (0, 1)")
-        refits = (self.n_perm_cnn, self.n_perm_vit, self.refit_stop_after, self.refit_max)
-        if min(self.n_perm, self.n_boot) < 1 or min(refits) < 0:
-            raise ValueError("verdict: n_perm, n_boot >= 1; n_perm_cnn, n_perm_vit, refit_* >= 0")
+        if min(self.n_perm, self.n_boot) < 1:
+            raise ValueError(f"verdict.n_perm ({self.n_perm}) and .n_boot ({self.n_boot}) must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import typer
 
-from cytoops import augment, evaluate, features, train, verdict, wrangle
+from cytoops import augment, evaluate, features, profile, train, wrangle
 from cytoops import params as params_mod
+from cytoops.verdict import stage as verdict_stage
 
 
 def run_all(data: Path, out: Path, p: params_mod.Params) -> dict:
@@ -22,25 +23,30 @@ def run_all(data: Path, out: Path, p: params_mod.Params) -> dict:
     bank = augment.make_bank(w.images, p.augment.strategies)
     augment.save(bank, out / "augment" / "views.npz")
     vit_path = None
-    if any(a.startswith("vit_") for a in p.train.architectures):
+    if any(params_mod.architecture_kind(a) == "vit" for a in p.train.architectures):
         if p.features.vit_weights is None:
             typer.secho(features.RANDOM_BACKBONE_WARNING, fg="yellow", err=True)
         vit_path = out / "features" / "vit.npz"
         features.save(features.compute(bank, p.features), vit_path)
-    inputs = train.load_inputs(out / "wrangle", out / "augment" / "views.npz", vit_path, p)
+    profile_path = None
+    if "profile" in p.train.architectures:
+        profile_path = out / "profile" / "profile.parquet"
+        profile.save(profile.profile_wells(w.images, w.wells, w.channels), profile_path)
+        typer.echo(f"profile: {len(w.wells)} wells measured -> {profile_path}")
+    inputs = train.load_inputs(out / "wrangle", out / "augment" / "views.npz", vit_path, p, profile_path)
     result = train.cross_validate(inputs, p.train, cache=out / "cache" / "train")
     train.save(result, out / "train")
     summary = evaluate.run(result, w.cytokines, out / "reports", out / "metrics" / "summary.json", p.evaluate)
-    verdict.run(
+    verdict_stage.run(
         out / "wrangle",
         out / "train",
-        out / "augment" / "views.npz",
+        profile_path,
         vit_path,
         data,
         out / "reports",
         out / "metrics" / "verdict.json",
         p,
-        log=typer.echo,
+        echo=typer.echo,
     )
     return summary
 

@@ -66,6 +66,7 @@ class Inputs:
     channels: tuple[str, ...]
     vit: features.Features | None
     strategies: tuple[str, ...]  # augmentation strategies to train under
+    profile: pd.DataFrame | None = None  # per-well morphological profile (`profile` stage), row i = well i
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Result:
     curves: pd.DataFrame  # one row per epoch of every fit
     fits: pd.DataFrame  # one row per fit: sizes, best epoch, seconds
     failures: pd.DataFrame  # one row per failed unit, with the error
-    folds: pd.DataFrame  # cytokine, repeat, well_index, fold: the folds every model and baseline shares
+    folds: pd.DataFrame  # cytokine, repeat, well_index, fold, balanced: what every model and baseline shares
 
 
 def assign_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
@@ -90,6 +91,37 @@ def assign_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int
     for k, (_, test) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
         folds[test] = k
     return folds
+
+
+def plate_folds(responders: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """One fold per well, shared by every cytokine, model and baseline: a group (treatment) never split.
+
+    `responders` is (n_wells, n_cytokines): 1, 0, or NaN (not measured). Groups are dealt to folds one at a
+    time, the most responsive first (ties and near-ties in a seeded random order), each to the fold where it
+    best evens out every cytokine's responders and non-responders and the wells per fold (multi-label
+    stratification, as far as whole groups allow: a cytokine driven by two compounds gets one per fold).
+    """
+    groups = np.asarray(groups).astype(str)
+    names, group_of = np.unique(groups, return_inverse=True)
+    if len(names) < n_folds:
+        raise ValueError(f"only {len(names)} treatment groups: cannot make {n_folds} grouped folds")
+    y = np.asarray(responders, dtype=float).reshape(len(groups), -1)
+    counts = np.concatenate([np.ones((len(groups), 1)), np.nan_to_num(y), np.nan_to_num(1 - y)], axis=1)
+    per_group = np.zeros((len(names), counts.shape[1]))
+    np.add.at(per_group, group_of, counts)
+    share = per_group / np.maximum(per_group.sum(axis=0), 1)  # each column sums to 1 over groups
+    rng = np.random.default_rng(seed)
+    weight = share[:, 1 : 1 + y.shape[1]].sum(axis=1) + share[:, 0]
+    order = np.argsort(-weight * rng.uniform(0.8, 1.2, len(names)), kind="stable")
+    load = np.zeros((n_folds, share.shape[1]))
+    fold_of_group = np.empty(len(names), dtype=int)
+    for g in order:
+        cost = ((load + share[g] - 1 / n_folds) ** 2).sum(axis=1) - ((load - 1 / n_folds) ** 2).sum(axis=1)
+        best = np.flatnonzero(np.isclose(cost, cost.min()))
+        k = int(rng.choice(best)) if len(best) > 1 else int(best[0])
+        fold_of_group[g] = k
+        load[k] += share[g]
+    return fold_of_group[group_of]
 
 
 def split_validation(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -281,48 +313,98 @@ def cnn_view_bank(inputs: Inputs, channels: tuple[str, ...]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Task:
-    """One architecture on one cytokine's folds of one repeat: every fold x augmentation of it.
+    """One architecture on one cytokine's folds of one repeat (for multitask_cnn: on every cytokine at once).
 
     The unit of parallel work: it reads only `Inputs` and `TrainParams` and returns its rows.
     """
 
     architecture: str
-    cytokine: str
+    cytokine: str  # MULTITASK for the multitask model
     repeat: int
-    wells: np.ndarray  # the cytokine's balanced wells (indices into Inputs.wells)
+    wells: np.ndarray  # the cytokine's labelled wells (indices into Inputs.wells)
     labels: np.ndarray
+    balanced: np.ndarray  # the study's class-balanced subset (what its architectures train on)
     groups: np.ndarray
-    folds: np.ndarray  # fold of each well
+    folds: np.ndarray  # fold of each well: the plate's folds of this repeat
+
+
+MULTITASK = "*"  # the cytokine of a multitask task: all kept cytokines without a fold problem
+PREDICTION_COLUMNS = [*UNIT_COLUMNS, "well_index", "plate", "well", "label", "balanced", "prob"]
+
+
+def fold_problem(labels: np.ndarray, balanced: np.ndarray, folds: np.ndarray, n_folds: int) -> str | None:
+    """Why a cytokine cannot be cross-validated on these folds, or None: every test fold needs both classes,
+    and every training fold's class-balanced wells too (the study's architectures learn from those)."""
+    for fold in range(n_folds):
+        test, train_bal = folds == fold, (folds != fold) & balanced
+        for part, name in ((test, "test"), (train_bal, "training (balanced)")):
+            n_pos = int(labels[part].sum())
+            if n_pos == 0 or n_pos == int(part.sum()):
+                return (
+                    f"fold {fold}'s {name} wells hold {'no' if n_pos == 0 else 'only'} responders: "
+                    "its responders fall in too few treatment groups to spread over the folds"
+                )
+    return None
 
 
 def plan(inputs: Inputs, params: TrainParams) -> tuple[list[Task], pd.DataFrame, list[dict]]:
-    """The grid's tasks, the folds they share (per cytokine and repeat), and cytokines with no folds."""
+    """The grid's tasks, the plate's folds (one assignment per repeat, every cytokine and model), and the
+    cytokines that cannot be cross-validated on them (recorded as failures, never dropped silently)."""
     tasks, fold_rows, failures = [], [], []
-    for cytokine in inputs.kept:
-        rows = inputs.labels[(inputs.labels.cytokine == cytokine) & inputs.labels.balanced.astype(bool)]
-        wells = rows.well_index.to_numpy()
-        y = rows.label.to_numpy().astype(int)
-        groups = inputs.wells.group.to_numpy()[wells]
-        for repeat in range(params.repeats):
-            try:
-                folds = assign_folds(y, groups, params.folds, params.seed + repeat)
-            except ValueError as err:
-                failures.append(
+    kept = list(inputs.kept)
+    n = len(inputs.wells)
+    lab = inputs.labels[inputs.labels.cytokine.isin(kept)]
+    table = lab.pivot(index="well_index", columns="cytokine", values="label").reindex(
+        index=range(n), columns=kept
+    )
+    groups = inputs.wells.group.to_numpy()
+    per_cytokine = [a for a in params.architectures if params_mod.architecture_kind(a) != "multitask"]
+    for repeat in range(params.repeats):
+        plate = plate_folds(table.to_numpy(float), groups, params.folds, params.seed + repeat)
+        usable = []
+        for cytokine in kept:
+            rows = lab[lab.cytokine == cytokine]
+            wells = rows.well_index.to_numpy()
+            y = rows.label.to_numpy().astype(int)
+            balanced = rows.balanced.astype(bool).to_numpy()
+            folds = plate[wells]
+            fold_rows.append(
+                pd.DataFrame(
                     {
-                        "architecture": "*",
-                        "augmentation": "*",
                         "cytokine": cytokine,
                         "repeat": repeat,
-                        "fold": -1,
-                        "error": str(err),
+                        "well_index": wells,
+                        "fold": folds,
+                        "balanced": balanced,
                     }
-                )
-                continue
-            fold_rows.append(
-                pd.DataFrame({"cytokine": cytokine, "repeat": repeat, "well_index": wells, "fold": folds})
+                )  # fmt: skip
             )
-            tasks += [Task(a, cytokine, repeat, wells, y, groups, folds) for a in params.architectures]
-    columns = ["cytokine", "repeat", "well_index", "fold"]
+            problem = fold_problem(y, balanced, folds, params.folds)
+            if problem:
+                failures.append(
+                    {"architecture": "*", "augmentation": "*", "cytokine": cytokine, "repeat": repeat,
+                     "fold": -1, "error": problem}
+                )  # fmt: skip
+                continue
+            usable.append(cytokine)
+            tasks += [
+                Task(a, cytokine, repeat, wells, y, balanced, groups[wells], folds) for a in per_cytokine
+            ]
+        if usable and len(per_cytokine) < len(params.architectures):
+            wells = np.arange(n)
+            tasks.append(
+                Task(
+                    "multitask_cnn",
+                    MULTITASK,
+                    repeat,
+                    wells,
+                    np.zeros(n, int),
+                    np.zeros(n, bool),
+                    groups,
+                    plate,
+                )
+            )
+    columns = ["cytokine", "repeat", "well_index", "fold", "balanced"]
     return (
         tasks,
         (pd.concat(fold_rows, ignore_index=True) if fold_rows else pd.DataFrame(columns=columns)),
@@ -330,17 +412,49 @@ def plan(inputs: Inputs, params: TrainParams) -> tuple[list[Task], pd.DataFrame,
     )
 
 
+def _prediction_rows(unit: Unit, inputs: Inputs, wells, labels, balanced, prob) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            **unit.__dict__,
+            "well_index": wells,
+            "plate": inputs.wells.plate.to_numpy()[wells],
+            "well": inputs.wells.well.to_numpy()[wells],
+            "label": labels,
+            "balanced": balanced,
+            "prob": prob,
+        }
+    )
+
+
+def _fit_row(unit: Unit, n_train: int, n_images: int, n_val: int, n_test: int, best, n_epochs, t0) -> dict:
+    return {
+        **unit.__dict__,
+        "n_train": n_train,
+        "n_train_images": n_images,
+        "n_val": n_val,
+        "n_test": n_test,
+        "best_epoch": best,
+        "epochs_run": n_epochs,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
 def run_task(
     task: Task, inputs: Inputs, params: TrainParams, fitter: Fitter, sources: dict
 ) -> dict[str, list]:
     """Fit and score every fold x augmentation of a task; a failing unit is recorded and the rest go on.
 
-    `sources` caches, per process, the (views, wells, ...) arrays models read (made once, not per task).
+    The study's architectures train on the training fold's class-balanced wells (its protocol) and the
+    profile model on all the training fold's labelled wells (class-weighted); every model predicts every
+    labelled well of the test fold, so all are scored on the same wells (`balanced` marks the study's test
+    set). `sources` caches, per process, the (views, wells, ...) arrays models read (made once, not per task).
     """
-    from cytoops import models
-
+    kind = params_mod.architecture_kind(task.architecture)
+    if kind == "multitask":
+        return run_multitask(task, inputs, params, sources)
+    if kind == "profile":
+        return run_profile(task, inputs, params)
     out: dict[str, list] = {"predictions": [], "curves": [], "fits": [], "failures": []}
-    kind = models.get(task.architecture).kind
     if kind not in sources:
         sources[kind] = (
             cnn_view_bank(inputs, params.cnn_channels)
@@ -351,7 +465,7 @@ def run_task(
     y, wells, groups = task.labels, task.wells, task.groups
     for fold in range(params.folds):
         test = task.folds == fold
-        train = ~test
+        train = (task.folds != fold) & task.balanced
         try:
             val = split_validation(
                 y[train], groups[train], params.val_fraction, params.seed + 1000 * task.repeat + fold
@@ -379,35 +493,128 @@ def run_task(
             except Exception as err:  # noqa: BLE001 - recorded per unit, the grid goes on
                 out["failures"].append({**unit.__dict__, "error": f"{type(err).__name__}: {err}"})
                 continue
-            test_wells = wells[test]
             out["predictions"].append(
-                pd.DataFrame(
-                    {
-                        **unit.__dict__,
-                        "well_index": test_wells,
-                        "plate": inputs.wells.plate.to_numpy()[test_wells],
-                        "well": inputs.wells.well.to_numpy()[test_wells],
-                        "label": y[test],
-                        "prob": prob,
-                    }
-                )
+                _prediction_rows(unit, inputs, wells[test], y[test], task.balanced[test], prob)
             )
             n_epochs = len(history["loss"])
             out["curves"].append(
                 pd.DataFrame({**unit.__dict__, "epoch": np.arange(1, n_epochs + 1), **history})
             )
             out["fits"].append(
-                {
-                    **unit.__dict__,
-                    "n_train": len(fit_wells),
-                    "n_train_images": len(x_fit),
-                    "n_val": len(val_wells),
-                    "n_test": int(test.sum()),
-                    "best_epoch": best_epoch,
-                    "epochs_run": n_epochs,
-                    "seconds": round(time.perf_counter() - t0, 3),
-                }
+                _fit_row(
+                    unit,
+                    len(fit_wells),
+                    len(x_fit),
+                    len(val_wells),
+                    int(test.sum()),
+                    best_epoch,
+                    n_epochs,
+                    t0,
+                )
             )
+    return out
+
+
+def run_profile(task: Task, inputs: Inputs, params: TrainParams) -> dict[str, list]:
+    """The morphological-profile model (`profile.fit_predict`) on every labelled training-fold well."""
+    from cytoops import profile
+
+    out: dict[str, list] = {"predictions": [], "curves": [], "fits": [], "failures": []}
+    if inputs.profile is None:
+        raise ValueError("the profile architecture needs the profile stage's table: pass --profile")
+    x = inputs.profile[profile.feature_columns(inputs.profile)]
+    for fold in range(params.folds):
+        unit = Unit(task.architecture, "none", task.cytokine, task.repeat, fold)
+        test, train = task.folds == fold, task.folds != fold
+        t0 = time.perf_counter()
+        try:
+            prob = profile.fit_predict(
+                x.iloc[task.wells[train]],
+                task.labels[train],
+                x.iloc[task.wells[test]],
+                unit.seed(params.seed),
+            )
+        except ValueError as err:
+            out["failures"].append({**unit.__dict__, "error": str(err)})
+            continue
+        out["predictions"].append(
+            _prediction_rows(unit, inputs, task.wells[test], task.labels[test], task.balanced[test], prob)
+        )
+        out["fits"].append(
+            _fit_row(unit, int(train.sum()), int(train.sum()), 0, int(test.sum()), np.nan, 0, t0)
+        )
+    return out
+
+
+def richest(strategies: tuple[str, ...]) -> str:
+    """The strategy with the most training views (the multitask model trains under one)."""
+    return max(strategies, key=lambda s: len(augment.STRATEGY_VIEWS[s]))
+
+
+def run_multitask(task: Task, inputs: Inputs, params: TrainParams, sources: dict) -> dict[str, list]:
+    """`multitask.fit_predict` per fold: every kept cytokine without a fold problem, all labelled wells."""
+    from cytoops import multitask
+
+    out: dict[str, list] = {"predictions": [], "curves": [], "fits": [], "failures": []}
+    if "cnn" not in sources:
+        sources["cnn"] = cnn_view_bank(inputs, params.cnn_channels)
+    source = sources["cnn"]
+    lab = inputs.labels[inputs.labels.cytokine.isin(inputs.kept)]
+    table = lab.pivot(index="well_index", columns="cytokine", values="label").reindex(
+        index=range(len(inputs.wells)), columns=list(inputs.kept)
+    )
+    balanced = lab.pivot(index="well_index", columns="cytokine", values="balanced").reindex(
+        index=range(len(inputs.wells)), columns=list(inputs.kept)
+    )
+    y_all = table.to_numpy(float)
+    labelled = ~np.isnan(y_all).all(axis=1)
+    strategy = richest(inputs.strategies)
+    for fold in range(params.folds):
+        unit = Unit(task.architecture, strategy, task.cytokine, task.repeat, fold)
+        t0 = time.perf_counter()
+        test = np.flatnonzero((task.folds == fold) & labelled)
+        train = np.flatnonzero((task.folds != fold) & labelled)
+        try:
+            load = np.minimum(np.nan_to_num(y_all[train]).sum(axis=1), 3).astype(int)
+            val = split_validation(
+                load, task.groups[train], params.val_fraction, params.seed + 1000 * task.repeat + fold
+            )
+            fit_wells, val_wells = train[~val], train[val]
+            x_fit, src = augment.training_views(source, inputs.bank.views, strategy, fit_wells)
+            prob, history, best_epoch = multitask.fit_predict(
+                x_fit,
+                y_all[src],
+                augment.identity_view(source, inputs.bank.views, val_wells),
+                y_all[val_wells],
+                augment.identity_view(source, inputs.bank.views, test),
+                seed=unit.seed(params.seed),
+                epochs=params.epochs,
+                batch_size=params.batch_size,
+                learning_rate=params.learning_rate,
+                patience=params.patience,
+            )
+        except Exception as err:  # noqa: BLE001 - recorded, the grid goes on
+            out["failures"].append({**unit.__dict__, "error": f"{type(err).__name__}: {err}"})
+            continue
+        for k, cytokine in enumerate(inputs.kept):
+            has = ~np.isnan(y_all[test, k])
+            rows = test[has]
+            each = Unit(task.architecture, strategy, cytokine, task.repeat, fold)
+            out["predictions"].append(
+                _prediction_rows(
+                    each,
+                    inputs,
+                    rows,
+                    y_all[rows, k].astype(int),
+                    balanced.to_numpy()[rows, k].astype(bool),
+                    prob[has, k],
+                )  # fmt: skip
+            )
+        n_epochs = len(history["loss"])
+        out["curves"].append(pd.DataFrame({**unit.__dict__, "epoch": np.arange(1, n_epochs + 1), **history}))
+        out["fits"].append(
+            _fit_row(unit, len(fit_wells), len(x_fit), len(val_wells), len(test), best_epoch, n_epochs, t0)
+        )
     return out
 
 
@@ -463,6 +670,8 @@ class TaskCache:
             digest.update(b"none" if array is None else np.ascontiguousarray(array).tobytes())
         digest.update(inputs.labels.to_csv(index=False).encode())
         digest.update(inputs.wells.group.to_csv(index=False).encode())
+        if inputs.profile is not None:
+            digest.update(inputs.profile.to_csv(index=False).encode())
         digest.update(repr((inputs.channels, inputs.strategies, inputs.bank.views, params)).encode())
         self._base = digest.hexdigest()
 
@@ -499,9 +708,15 @@ def cross_validate(
     tasks, folds, failures = plan(inputs, params)
     store = TaskCache(cache, inputs, params)
     parts: list[dict[str, list]] = []
-    units_per_task = params.folds * len(inputs.strategies)
+
+    def units(task: Task) -> int:  # fits a task makes: one per fold, times the strategies for the study's
+        per_fold = (
+            len(inputs.strategies) if params_mod.architecture_kind(task.architecture) in ("cnn", "vit") else 1
+        )
+        return params.folds * per_fold
+
     bar = tqdm(
-        total=len(tasks) * units_per_task, desc="train", unit="fit", disable=not progress, file=sys.stderr
+        total=sum(units(t) for t in tasks), desc="train", unit="fit", disable=not progress, file=sys.stderr
     )
     todo = []
     for task in tasks:
@@ -510,8 +725,8 @@ def cross_validate(
             todo.append(task)
         else:
             parts.append(part)
-            bar.update(units_per_task)
-    cost = {"deep_cnn": 3, "wide_cnn": 2}  # roughly relative time per fit; heads are cheapest
+            bar.update(units(task))
+    cost = {"multitask_cnn": 100, "deep_cnn": 3, "wide_cnn": 2}  # rough relative time per task
     todo.sort(
         key=lambda t: (-cost.get(t.architecture, 1), -len(t.wells))
     )  # longest first: no long tail at the end
@@ -522,7 +737,7 @@ def cross_validate(
             bar.set_postfix_str(f"{task.architecture} {task.cytokine}", refresh=False)
             parts.append(run_task(task, inputs, params, fitter, sources))
             store.put(task, parts[-1])
-            bar.update(units_per_task)
+            bar.update(units(task))
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
@@ -534,7 +749,7 @@ def cross_validate(
                 parts.append(future.result())
                 store.put(task, parts[-1])
                 bar.set_postfix_str(f"{task.architecture} {task.cytokine}", refresh=False)
-                bar.update(units_per_task)
+                bar.update(units(task))
     bar.close()
     gathered = {
         key: [row for part in parts for row in part[key]]
@@ -545,9 +760,7 @@ def cross_validate(
         pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
     ).sort_values(UNIT_COLUMNS, kind="stable", ignore_index=True)
     return Result(
-        predictions=frame(
-            gathered["predictions"], [*UNIT_COLUMNS, "well_index", "plate", "well", "label", "prob"]
-        ),
+        predictions=frame(gathered["predictions"], PREDICTION_COLUMNS),
         curves=frame(gathered["curves"], CURVE_COLUMNS),
         fits=pd.DataFrame(
             gathered["fits"],
@@ -570,12 +783,23 @@ def cross_validate(
 # ---- stage I/O -------------------------------------------------------------------------------------------
 
 
-def load_inputs(wrangled: Path, views: Path, vit_features: Path | None, params: params_mod.Params) -> Inputs:
+def load_inputs(
+    wrangled: Path,
+    views: Path,
+    vit_features: Path | None,
+    params: params_mod.Params,
+    profile_table: Path | None = None,
+) -> Inputs:
+    from cytoops import profile
+
     w = wrangle_mod.load(wrangled)
-    needs_vit = any(a.startswith("vit_") for a in params.train.architectures)
-    vit = features.load(vit_features) if needs_vit and vit_features is not None else None
-    if needs_vit and vit is None:
+    kinds = {params_mod.architecture_kind(a) for a in params.train.architectures}
+    vit = features.load(vit_features) if "vit" in kinds and vit_features is not None else None
+    if "vit" in kinds and vit is None:
         raise ValueError("ViT architectures are in train.architectures but no --features file was given")
+    table = profile.load(profile_table) if "profile" in kinds and profile_table is not None else None
+    if "profile" in kinds and table is None:
+        raise ValueError("profile is in train.architectures but no --profile file was given")
     return Inputs(
         wells=w.wells,
         labels=w.labels,
@@ -584,6 +808,7 @@ def load_inputs(wrangled: Path, views: Path, vit_features: Path | None, params: 
         channels=w.channels,
         vit=vit,
         strategies=params.augment.strategies,
+        profile=table,
     )
 
 
@@ -607,6 +832,9 @@ def command(
     vit_features: Path | None = typer.Option(
         None, "--features", help="ViT features written by `cytoops features`."
     ),
+    profile_table: Path | None = typer.Option(
+        None, "--profile", help="Per-well profile written by `cytoops profile` (for the profile model)."
+    ),
     out: Path = typer.Option(
         ..., "--out", help="Folder for predictions.csv, curves.csv, fits.csv, failures.csv."
     ),
@@ -620,7 +848,7 @@ def command(
 ) -> None:
     """Cross-validate every architecture x augmentation x kept cytokine: out-of-fold probabilities, curves."""
     p = params_mod.load(params_file, overrides)
-    inputs = load_inputs(wrangled, views, vit_features, p)
+    inputs = load_inputs(wrangled, views, vit_features, p, profile_table)
     result = cross_validate(inputs, p.train, cache=cache)
     save(result, out)
     typer.echo(
