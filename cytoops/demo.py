@@ -374,8 +374,23 @@ def _embeddings(rng, lat: dict[str, np.ndarray], wells) -> pd.DataFrame:
     return pd.DataFrame({"well": wells} | {f"emb_{k:02d}": np.round(emb[:, k], 5) for k in range(32)})
 
 
-def make_demo_plate(seed: int = 0) -> DemoPlate:
-    """Generate the plate in memory. Pure: the same seed gives the same plate."""
+def null_labels(labels: dict, rng: np.random.Generator) -> dict:
+    """Every cytokine made noise: its responders shuffled over the wells (prevalence kept, any link to the
+    images, the position or the treatment broken)."""
+    out = {}
+    for name, (resp, strength, _) in labels.items():
+        order = rng.permutation(len(resp))
+        out[name] = (
+            resp[order],
+            strength[order],
+            {"rule": "null plate: this cytokine's responders shuffled over the wells (noise by design)"},
+        )
+    return out
+
+
+def make_demo_plate(seed: int = 0, null: bool = False) -> DemoPlate:
+    """Generate the plate in memory. Pure: the same seed gives the same plate. `null`: the same images, and
+    every cytokine noise (`null_labels`), to measure a test's false-call rate."""
     rng = np.random.default_rng(seed)
     wells = tuple(f"{r}{c:02d}" for r in ROWS for c in range(1, COLS + 1))
     edge = np.array([w[0] in "AP" or int(w[1:]) in (1, COLS) for w in wells])
@@ -384,12 +399,16 @@ def make_demo_plate(seed: int = 0) -> DemoPlate:
     lat = _latents(rng, layout, effects, edge)
     images, n_cells = _images(rng, lat, layout, edge)
     labels = _labels(rng, lat, edge)
+    if null:
+        labels = null_labels(labels, np.random.default_rng([seed, 1]))
     cells, missing = _cells(rng, _values(rng, labels), labels)
     cytokines = pd.concat([pd.DataFrame({"well": wells}), cells], axis=1)
     embeddings = _embeddings(rng, lat, wells)
     per_cytokine = {}
     for j, name in enumerate(CYTOKINES):
         cause, driver, direction, _ = _SPEC[name]
+        if null and cause != "rare":
+            cause, driver, direction = "noise", None, None
         resp, _, rule = labels[name]
         resp = resp[~missing[:, j]]  # a missing cell is neither responder nor non-responder
         n_pos, n_neg = int(resp.sum()), int((~resp).sum())
@@ -406,6 +425,7 @@ def make_demo_plate(seed: int = 0) -> DemoPlate:
         }
     truth = {
         "seed": seed,
+        "null": null,
         "plate_id": PLATE_ID,
         "cutoff_balanced_wells": CUTOFF,
         "responder": "value > 0.0",
@@ -516,10 +536,13 @@ def save_montage(demo: DemoPlate, path: Path) -> None:
 def command(
     out_dir: Path = typer.Argument(..., help="Data folder; the plate is written to OUT_DIR/demo-plate-1/."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes the same bytes."),
+    null: bool = typer.Option(
+        False, "--null", help="Same images, every cytokine noise: measures a test's false-call rate."
+    ),
     montage: Path | None = typer.Option(None, "--montage", help="Also save a PNG montage of example wells."),
 ) -> None:
     """Write a simulated 384-well demo plate with known truth (truth.json) in the raw plate format."""
-    demo = make_demo_plate(seed)
+    demo = make_demo_plate(seed, null=null)
     folder = write_demo_plate(demo, out_dir)
     if montage is not None:
         save_montage(demo, montage)
