@@ -197,6 +197,7 @@ def fit_predict(x_train: pd.DataFrame, y_train: np.ndarray, x_test: pd.DataFrame
             scoring="roc_auc",
             class_weight="balanced",
             max_iter=5000,
+            random_state=seed,  # liblinear shuffles: seeded, so a refit gives the same numbers
         ),
     )
     with warnings.catch_warnings():

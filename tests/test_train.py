@@ -588,3 +588,118 @@ def test_initial_weights_are_seeded_and_shaped_as_keras_draws_them(architecture)
     assert all(np.array_equal(a, b) for a, b in zip(ours, again, strict=True))
     other = train.initial_weights(model, np.random.default_rng(8))
     assert not np.array_equal(ours[0], other[0])
+
+
+# ---- the plate's folds, and our models -------------------------------------------------------------------
+
+
+def test_plate_folds_keep_groups_whole_and_spread_each_cytokines_responders():
+    # 12 compounds x 4 wells; cytokine A responds to compounds 0 and 1 only, B to 2, 3, 4 and 5
+    groups = np.repeat([f"c{k}" for k in range(12)], 4)
+    compound = np.repeat(np.arange(12), 4)
+    y = np.stack([np.isin(compound, [0, 1]), np.isin(compound, [2, 3, 4, 5])], axis=1).astype(float)
+    y[5, 1] = np.nan  # a missing readout
+    for seed in range(5):
+        folds = train.plate_folds(y, groups, 2, seed)
+        assert all(len(set(folds[groups == g])) == 1 for g in set(groups)), "a group is never split"
+        assert sorted(folds[compound == 0].tolist() + folds[compound == 1].tolist()) == [0] * 4 + [1] * 4
+        per_fold_b = [int(np.nansum(y[folds == f, 1])) for f in (0, 1)]
+        assert per_fold_b == [8, 8]
+    np.testing.assert_array_equal(train.plate_folds(y, groups, 2, 3), train.plate_folds(y, groups, 2, 3))
+    assert len({tuple(train.plate_folds(y, groups, 2, s)) for s in range(10)}) > 1
+
+
+def test_plate_folds_with_fewer_groups_than_folds_is_a_value_error():
+    with pytest.raises(ValueError, match="only 2 treatment groups: cannot make 3 grouped folds"):
+        train.plate_folds(np.zeros((4, 1)), np.array(["a", "a", "b", "b"]), 3, seed=0)
+
+
+def test_fold_problem_names_the_fold_and_why():
+    folds = np.array([0, 0, 1, 1])
+    assert train.fold_problem(np.array([1, 0, 1, 0]), np.ones(4, bool), folds, 2) is None
+    assert "fold 0's test wells hold no responders" in train.fold_problem(
+        np.array([0, 0, 1, 0]), np.ones(4, bool), folds, 2
+    )
+
+
+def with_profile(inputs: train.Inputs) -> train.Inputs:
+    """A profile table for the synthetic wells: channel means (IL-6 reads actin, TNF mito) and a nuisance."""
+    img = inputs.bank.images[inputs.bank.index("identity")].astype(float)
+    table = pd.DataFrame(
+        {"plate": inputs.wells.plate, "well": inputs.wells.well, "role": "sample",
+         "cell_count": 10.0, "actin": img[:, 0].mean(axis=(1, 2)), "mito": img[:, 1].mean(axis=(1, 2)),
+         "nuisance": np.random.default_rng(0).normal(size=len(img))}
+    )  # fmt: skip
+    return dataclasses.replace(inputs, profile=table)
+
+
+def test_the_profile_model_trains_on_training_fold_wells_only_and_tests_every_labelled_well(monkeypatch):
+    from cytoops import profile
+
+    seen = []
+    fit_predict = profile.fit_predict
+
+    def recording(x_train, y_train, x_test, seed):
+        seen.append((set(x_train.index), set(x_test.index)))
+        return fit_predict(x_train, y_train, x_test, seed)
+
+    monkeypatch.setattr(profile, "fit_predict", recording)
+    inputs = with_profile(synthetic_inputs())
+    result = train.cross_validate(inputs, fast_params(architectures=("profile",)), progress=False)
+    assert result.failures.empty and len(seen) == 2 * 2  # cytokines x folds
+    folds = result.folds.drop_duplicates("well_index").set_index("well_index").fold
+    for train_wells, test_wells in seen:
+        assert not train_wells & test_wells
+        assert len({folds[w] for w in train_wells}) == 1 and len({folds[w] for w in test_wells}) == 1
+        assert train_wells | test_wells == set(range(len(inputs.wells)))
+    pred = result.predictions
+    assert set(pred.augmentation) == {"none"} and len(pred) == 2 * len(inputs.wells)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(pred.label, pred.prob) > 0.9  # the planted channel means are read
+
+
+def test_the_multitask_model_sees_no_test_fold_well_and_scores_every_cytokine(monkeypatch):
+    from cytoops import multitask
+
+    calls = []
+    fit_predict = multitask.fit_predict
+
+    def recording(x_fit, y_fit, x_val, y_val, x_test, **kw):
+        calls.append({"x_fit": x_fit, "x_val": x_val, "x_test": x_test, "y_fit": y_fit})
+        return fit_predict(x_fit, y_fit, x_val, y_val, x_test, **kw)
+
+    monkeypatch.setattr(multitask, "fit_predict", recording)
+    inputs = synthetic_inputs()
+    p = fast_params(architectures=("multitask_cnn",))
+    result = train.cross_validate(inputs, p, progress=False)
+    index = index_of(train.cnn_view_bank(inputs, p.cnn_channels), inputs.bank.views)
+    assert result.failures.empty and len(calls) == p.folds
+    for call in calls:
+        test = {w for _, w in trace(call["x_test"], index)}
+        fit = {w for _, w in trace(call["x_fit"], index)}
+        val = {w for _, w in trace(call["x_val"], index)}
+        assert test and fit and val and not (fit | val) & test and not fit & val
+        assert {v for v, _ in trace(call["x_fit"], index)} == {"identity", "hflip"}  # the richest given
+        assert call["y_fit"].shape[1] == 2  # one output per kept cytokine
+    pred = result.predictions
+    assert set(pred.cytokine) == {"IL-6", "TNF"} and set(pred.augmentation) == {"hflip"}
+    assert len(pred) == 2 * len(inputs.wells)
+
+
+def test_multitask_loss_is_masked_and_class_weighted():
+    import tensorflow as tf
+
+    from cytoops import multitask
+
+    y = np.array([[1, np.nan], [0, 0], [0, 1], [0, np.nan]], dtype=np.float32)
+    w_pos, w_neg = multitask.class_weights(y)
+    np.testing.assert_allclose(w_pos, [4 / 2, 2 / 2])  # column 0: 1 responder of 4; column 1: 1 of 2
+    np.testing.assert_allclose(w_neg, [4 / 6, 2 / 2])
+    logits = tf.constant(np.random.default_rng(0).normal(size=(4, 2)), tf.float32)
+    base = float(multitask.masked_loss(logits, tf.constant(y), w_pos, w_neg))
+    changed = logits.numpy()
+    changed[0, 1] = changed[3, 1] = 50.0  # the unlabelled cells' logits do not matter
+    assert float(multitask.masked_loss(tf.constant(changed), tf.constant(y), w_pos, w_neg)) == pytest.approx(
+        base
+    )

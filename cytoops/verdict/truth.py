@@ -30,10 +30,7 @@ def find_truth(data: Path | None, plate_ids: list[str]) -> dict[str, dict]:
 
 def score_truth(verdict: pd.DataFrame, truth: dict[str, dict]) -> pd.DataFrame:
     """Each kept cytokine's cause and what the call made of it: found, missed, wrongly called or not."""
-    columns = [
-        "cytokine", "cause", "driver", "predictable", "outcome", "f1", "best_baseline", "roc_auc",
-        "best_baseline_auc_name", "best_baseline_roc_auc", "q", "signal_in_images", "image_predictor",
-    ]  # fmt: skip
+    columns = ["cytokine", "cause", "driver", "predictable", "outcome", "roc_auc", "best_family", "q"]
     if not truth:
         return pd.DataFrame(columns=columns)
     rows = []
@@ -52,14 +49,9 @@ def score_truth(verdict: pd.DataFrame, truth: dict[str, dict]) -> pd.DataFrame:
                 "driver": t.get("driver"),
                 "predictable": called,
                 "outcome": outcome,
-                "f1": getattr(r, "f1", np.nan),
-                "best_baseline": getattr(r, "best_baseline", None),
                 "roc_auc": getattr(r, "roc_auc", np.nan),
-                "best_baseline_auc_name": getattr(r, "best_baseline_auc_name", None),
-                "best_baseline_roc_auc": getattr(r, "best_baseline_roc_auc", np.nan),
+                "best_family": getattr(r, "best_family", None),
                 "q": r.q,
-                "signal_in_images": bool(getattr(r, "signal_in_images", False)),
-                "image_predictor": getattr(r, "image_predictor", None),
             }
         )
     return pd.DataFrame(rows, columns=columns)
@@ -70,15 +62,10 @@ def truth_summary(truth_table: pd.DataFrame) -> dict:
         return {}
     morph = truth_table[truth_table.cause == "morphology"]
     wrong = truth_table[truth_table.outcome == TRUTH_WRONG]
-    signal = truth_table[truth_table.signal_in_images.astype(bool)]
     return {
         "morphology_kept": int(len(morph)),
         "morphology_found": int((morph.outcome == TRUTH_FOUND).sum()),
         "morphology_missed": sorted(morph.cytokine[morph.outcome == TRUTH_MISSED]),
         "wrongly_called": {c: cause for c, cause in zip(wrong.cytokine, wrong.cause, strict=True)},
         "wrongly_called_by_cause": {k: int(v) for k, v in wrong.cause.value_counts().items()},
-        "morphology_with_signal_in_images": int((signal.cause == "morphology").sum()),
-        "signal_in_images_not_morphology": {
-            c: cause for c, cause in zip(signal.cytokine, signal.cause, strict=True) if cause != "morphology"
-        },
     }

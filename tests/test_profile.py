@@ -1,0 +1,98 @@
+"""profile: segmentation, measurements, per-plate normalization and the model that reads the profile."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cytoops import profile
+
+SIZE = 48
+
+
+def blobs(rng, n_cells: int, radius: float, actin: float) -> np.ndarray:
+    """(3, SIZE, SIZE) scaled 0..1: n round nuclei on a grid, actin around them, mito speckle."""
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    image = rng.normal(0.02, 0.005, (3, SIZE, SIZE))
+    side = int(np.ceil(np.sqrt(n_cells)))
+    step = SIZE / side
+    for k in range(n_cells):
+        cy, cx = (k // side + 0.5) * step, (k % side + 0.5) * step
+        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        image[2] += 0.8 * np.exp(-d2 / (2 * radius**2))
+        image[0] += actin * np.exp(-d2 / (2 * (2.5 * radius) ** 2))
+        image[1] += 0.3 * np.exp(-d2 / (2 * (2 * radius) ** 2)) * rng.random((SIZE, SIZE))
+    return np.clip(image, 0, 1)
+
+
+def test_segment_finds_each_nucleus_and_grows_cells_around_them():
+    rng = np.random.default_rng(0)
+    for n in (4, 9, 16):
+        nuclei, cells = profile.segment(blobs(rng, n, 1.8, 0.5), ("actin", "mito", "nucleus"))
+        assert nuclei.max() == n
+        assert (cells >= nuclei).all() and (cells[nuclei > 0] == nuclei[nuclei > 0]).all()
+        assert (cells > 0).sum() > (nuclei > 0).sum()
+
+
+def test_an_empty_well_has_no_objects_and_no_crash():
+    row = profile.measure_well(np.zeros((3, SIZE, SIZE)), ("actin", "mito", "nucleus"))
+    assert row["cell_count"] == 0
+
+
+def _plate(n_wells: int = 24, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(4, 17, n_wells)
+    actin = rng.uniform(0.2, 0.8, n_wells)
+    images = np.stack([blobs(rng, int(c), 1.8, float(a)) for c, a in zip(counts, actin, strict=True)])
+    wells = pd.DataFrame(
+        {"plate": "p", "well": [f"W{i:02d}" for i in range(n_wells)],
+         "role": ["negative_control"] * 6 + ["sample"] * (n_wells - 6)}
+    )  # fmt: skip
+    return images, wells, counts, actin
+
+
+def test_profile_counts_cells_and_normalizes_to_the_negative_controls():
+    images, wells, counts, actin = _plate()
+    table = profile.profile_wells(images, wells, ("actin", "mito", "nucleus"))
+    assert list(table.columns[:4]) == [*profile.META, profile.COUNT]
+    np.testing.assert_array_equal(table.cell_count.to_numpy(), counts)
+    feats = table[profile.feature_columns(table)].drop(columns=profile.COUNT)
+    assert feats.notna().all().all() and len(feats.columns) > 50
+    controls = feats[wells.role.eq("negative_control").to_numpy()]
+    assert controls.median().abs().max() < 1e-6  # robust z to the controls: their median is 0
+    # a measurement of actin intensity follows the actin the wells were drawn with
+    col = [c for c in feats if c.startswith("Cells_actin_Intensity_MeanIntensity")][0]
+    assert np.corrcoef(feats[col], actin)[0, 1] > 0.9
+
+
+def test_profile_without_a_nucleus_channel_is_a_value_error():
+    images, wells, _, _ = _plate(8)
+    with pytest.raises(ValueError, match="'nucleus' channel"):
+        profile.profile_wells(images, wells, ("actin", "mito", "dna"))
+
+
+def test_fit_predict_sees_only_the_training_wells_and_finds_a_planted_feature():
+    rng = np.random.default_rng(1)
+    n = 120
+    x = pd.DataFrame(rng.normal(size=(n, 30)), columns=[f"f{i}" for i in range(30)])
+    y = (x.f3 + 0.3 * rng.normal(size=n) > 0.5).astype(int).to_numpy()
+    train, test = np.arange(n) < 80, np.arange(n) >= 80
+    prob = profile.fit_predict(x[train], y[train], x[test], seed=0)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(y[test], prob) > 0.9
+    # the test wells' values never reach the fit: changing them changes nothing but their own predictions
+    x2 = x.copy()
+    x2.loc[test, :] = rng.normal(size=(int(test.sum()), 30))
+    again = profile.fit_predict(x2[train], y[train], x[test], seed=0)
+    np.testing.assert_allclose(prob, again)
+    # and labels shuffled carry nothing
+    noise = profile.fit_predict(x[train], rng.permutation(y[train]), x[test], seed=0)
+    assert roc_auc_score(y[test], noise) < 0.8
+
+
+def test_fit_predict_with_one_class_is_a_value_error():
+    x = pd.DataFrame(np.random.default_rng(0).normal(size=(10, 3)), columns=list("abc"))
+    with pytest.raises(ValueError, match="one class"):
+        profile.fit_predict(x, np.zeros(10, int), x, seed=0)
