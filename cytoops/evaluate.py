@@ -97,7 +97,9 @@ def figures(scores: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Path]
         ("architecture", "F1 per cytokine by architecture (the study's Figure 6)", "f1_by_architecture.png"),
     ]:
         # by augmentation: the study's architectures only (ours train under one strategy each)
-        part = means[means.architecture.isin(params_mod.STUDY_ARCHITECTURES)] if by == "augmentation" else means
+        part = (
+            means[means.architecture.isin(params_mod.STUDY_ARCHITECTURES)] if by == "augmentation" else means
+        )
         levels = list(dict.fromkeys(part[by]))
         fig, ax = plt.subplots(figsize=(1.6 * len(levels) + 2, 4.5))
         data = [part.loc[part[by] == lv, "f1"].to_numpy() for lv in levels]

@@ -611,10 +611,15 @@ def run_multitask(task: Task, inputs: Inputs, params: TrainParams, sources: dict
                 )  # fmt: skip
             )
         n_epochs = len(history["loss"])
-        out["curves"].append(pd.DataFrame({**unit.__dict__, "epoch": np.arange(1, n_epochs + 1), **history}))
-        out["fits"].append(
-            _fit_row(unit, len(fit_wells), len(x_fit), len(val_wells), len(test), best_epoch, n_epochs, t0)
-        )
+        for cytokine in inputs.kept:  # one fit serves every cytokine: its rows are each cytokine's
+            each = Unit(task.architecture, strategy, cytokine, task.repeat, fold)
+            out["curves"].append(
+                pd.DataFrame({**each.__dict__, "epoch": np.arange(1, n_epochs + 1), **history})
+            )
+            k = list(inputs.kept).index(cytokine)
+            n_test = int((~np.isnan(y_all[test, k])).sum())
+            row = _fit_row(each, len(fit_wells), len(x_fit), len(val_wells), n_test, best_epoch, n_epochs, t0)
+            out["fits"].append(row | {"seconds": round(row["seconds"] / len(inputs.kept), 3)})
     return out
 
 

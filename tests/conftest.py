@@ -205,6 +205,7 @@ def wide_plate(tmp_path):
 
 # ---- MLflow stores for the tracking, register and predict tests -------------------------------------
 
+
 @pytest.fixture(scope="session")
 def template_db(tmp_path_factory) -> Path:
     """An empty store with MLflow's tables: making them takes seconds, copying the file does not."""

@@ -22,7 +22,9 @@ def test_repo_params_yaml_loads_and_matches_the_built_in_defaults():
             assert getattr(getattr(p, section), key) == expected, f"{section}.{key}"
     # ... and `cytoops run` without --params (built-in defaults) runs what `dvc repro` runs
     assert p == params.Params()
-    assert p.train.architectures == ("wide_cnn", "deep_cnn", "vit_linear", "vit_240k", "vit_500k")
+    assert p.train.architectures == (
+        "wide_cnn", "deep_cnn", "vit_linear", "vit_240k", "vit_500k", "profile", "multitask_cnn"
+    )  # fmt: skip
     assert p.wrangle.min_wells == 15 and p.train.folds == 2
 
 
@@ -116,9 +118,12 @@ def test_override_of_an_unknown_key_is_a_value_error():
         ("train.epochs=0", r"train\.epochs is 0"),
         ("train.repeats=0", r"train\.repeats is 0"),
         ("train.precision=float16", r"train\.precision is 'float16'"),
-        ("verdict.statistic=accuracy", r"verdict\.statistic is 'accuracy': choose one of roc_auc, f1"),
-        ("verdict.beat_on=never", r"verdict\.beat_on is 'never'"),
-        ("verdict.test=bootstrap", r"verdict\.test is 'bootstrap'"),
+        ("verdict.n_perm=0", r"verdict\.n_perm \(0\) and \.n_boot \(1000\) must be >= 1"),
+        ("verdict.alpha=1.5", r"verdict\.alpha \(1\.5\)"),
+        (
+            "train.architectures=[resnet]",
+            r"train\.architectures has \['resnet'\]: choose from wide_cnn, .*profile",
+        ),
     ],
 )
 def test_invalid_values_are_value_errors_naming_the_param(override, match):
@@ -127,8 +132,13 @@ def test_invalid_values_are_value_errors_naming_the_param(override, match):
 
 
 def test_valid_edge_values_are_accepted():
-    edges = ["wrangle.image_size=32", "wrangle.min_wells=2", "train.folds=3", "augment.strategies=[d4]",
-             "train.architectures=[wide_cnn]"]
+    edges = [
+        "wrangle.image_size=32",
+        "wrangle.min_wells=2",
+        "train.folds=3",
+        "augment.strategies=[d4]",
+        "train.architectures=[wide_cnn]",
+    ]
     p = params.load(None, edges)
     assert (p.wrangle.image_size, p.wrangle.min_wells, p.train.folds) == (32, 2, 3)
     assert p.augment.strategies == ("d4",)
@@ -144,8 +154,11 @@ def test_a_single_strategy_without_brackets_is_one_strategy():
 
 
 def test_architectures_are_the_model_registry():
-    assert params.ARCHITECTURES == tuple(models.REGISTRY)
-    assert set(params.TrainParams().architectures) <= set(models.REGISTRY)
+    # one table of architectures: every Keras-built one is in models.REGISTRY with the same kind
+    keras_built = {n: k for n, k in params.ARCHITECTURES.items() if k != "profile"}
+    assert {n: s.kind for n, s in models.REGISTRY.items()} == keras_built
+    assert params.TrainParams().architectures == tuple(params.ARCHITECTURES)
+    assert params.STUDY_ARCHITECTURES == tuple(params.ARCHITECTURES)[:5]
 
 
 def test_a_non_number_for_a_number_param_is_a_value_error():

@@ -14,7 +14,7 @@ from cytoops import cli
 # 12-layer ViT-B/32 is too big for a quick test. The ViT heads are tested in test_train on cached features.
 SETTINGS = [
     "train.epochs=1",
-    "train.architectures=[wide_cnn]",
+    "train.architectures=[wide_cnn,profile,multitask_cnn]",
     "augment.strategies=[none,hflip]",
     "wrangle.min_wells=4",
     "wrangle.image_size=32",
@@ -48,17 +48,34 @@ def test_run_end_to_end_through_the_cli(wide_plate, isolated):
     scores = pd.read_csv(out / "reports" / "scores.csv")
     required = "architecture augmentation cytokine fold f1 precision recall roc_auc n_train n_test".split()
     assert set(required) <= set(scores.columns)
-    assert len(scores) == 1 * 2 * 2 * 2  # architectures x strategies x kept cytokines x folds
+    # (wide_cnn x 2 strategies + profile + multitask_cnn under the richest strategy) x 2 cytokines x 2 folds
+    assert len(scores) == (2 + 1 + 1) * 2 * 2
     assert set(scores.cytokine) == {"IL-6", "TNF-α"} and set(scores.augmentation) == {"none", "hflip"}
+    assert set(scores.architecture) == {"wide_cnn", "profile", "multitask_cnn"}
     assert scores.f1.between(0, 1).all() and (scores.n_test > 0).all() and (scores.n_train > 0).all()
     predictions = pd.read_csv(out / "train" / "predictions.csv")
     assert predictions.prob.between(0, 1).all()
-    il6 = predictions[(predictions.cytokine == "IL-6") & (predictions.augmentation == "none")]
-    assert len(il6) == 32 and il6.well_index.is_unique  # every balanced IL-6 well tested once
+    labels = pd.read_csv(out / "wrangle" / "labels.csv")
+    for arch in ("wide_cnn", "profile", "multitask_cnn"):
+        il6 = predictions[(predictions.cytokine == "IL-6") & (predictions.architecture == arch)]
+        il6 = il6[il6.augmentation == il6.augmentation.iloc[0]]
+        assert il6.well_index.is_unique  # every labelled IL-6 well tested once, by every model
+        assert set(il6.well_index) == set(labels.well_index[labels.cytokine == "IL-6"])
+    assert (out / "profile" / "profile.parquet").is_file()
+    verdict = pd.read_csv(out / "reports" / "predictable.csv")
+    assert set(verdict.cytokine) == {"IL-6", "TNF-α"} and {"predictable", "q", "best_family"} <= set(
+        verdict.columns
+    )
+    assert "predictable from images" in (out / "reports" / "index.html").read_text()
 
     summary = json.loads((out / "metrics" / "summary.json").read_text())
     assert summary["n_cytokines_kept"] == 2
-    assert set(summary["models"]) == {"wide_cnn/none", "wide_cnn/hflip"}
+    assert set(summary["models"]) == {
+        "wide_cnn/none",
+        "wide_cnn/hflip",
+        "profile/none",
+        "multitask_cnn/hflip",
+    }
     assert set(summary["best_per_cytokine"]) == {"IL-6", "TNF-α"}
     reports = ["f1_by_augmentation.png", "f1_by_architecture.png", "learning_curves.png"]
     for name in [*reports, "f1_per_cytokine.csv", "best_learning_curve.csv"]:
