@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from cytoops import params as params_mod
-from cytoops import report, train, verdict, wrangle
+from cytoops import report, train, wrangle
+from cytoops.verdict import stage
 
 CYTOKINES = ("seen", "edge", "noise")
 
@@ -46,11 +47,16 @@ def _world(
         "noise": rng.integers(0, 2, n),
     }
     label_rows, fold_rows, preds, curves, fits = [], [], [], [], []
+    plate_folds = train.plate_folds(
+        np.stack([truth_labels[c] for c in CYTOKINES], axis=1), wells.group.to_numpy(), 2, 42
+    )
     for c in CYTOKINES:
         y = truth_labels[c]
         pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
         k = min(len(pos), len(neg), 60)
-        idx = np.sort(np.concatenate([rng.choice(pos, k, replace=False), rng.choice(neg, k, replace=False)]))
+        bal = np.sort(np.concatenate([rng.choice(pos, k, replace=False), rng.choice(neg, k, replace=False)]))
+        idx = np.arange(n)  # every model predicts every labelled well of its test fold
+        balanced = np.isin(idx, bal)
         label_rows.append(
             pd.DataFrame(
                 {
@@ -59,12 +65,14 @@ def _world(
                     "well_index": np.arange(n),
                     "value": y,
                     "label": y,
-                    "balanced": np.isin(np.arange(n), idx),
+                    "balanced": balanced,
                 }
             )
         )
-        folds = train.assign_folds(y[idx], wells.group.to_numpy()[idx], 2, 42)
-        fold_rows.append(pd.DataFrame({"cytokine": c, "repeat": 0, "well_index": idx, "fold": folds}))
+        folds = plate_folds[idx]
+        fold_rows.append(
+            pd.DataFrame({"cytokine": c, "repeat": 0, "well_index": idx, "fold": folds, "balanced": balanced})
+        )
         for a in archs:
             for g in augs:
                 skill = {"seen": 2.5, "edge": 0.8, "noise": 0.0}[c] * (1.2 if a == "wide_cnn" else 1.0)
@@ -84,6 +92,7 @@ def _world(
                                 "plate": "plate-1",
                                 "well": wells.well.to_numpy()[idx[m]],
                                 "label": y[idx][m],
+                                "balanced": balanced[m],
                                 "prob": prob[m],
                             }
                         )
@@ -147,58 +156,40 @@ def _world(
         }
         (data / "plate-1" / "truth.json").write_text(json.dumps(truth), encoding="utf-8")
     p = params_mod.from_dict({"verdict": {"n_perm": 499, "n_boot": 100}})
-    return verdict.compute(w, result, p, data=data)
+    return stage.compute(w, result, p, data=data)
 
 
 @pytest.mark.parametrize("with_truth", [True, False])
 def test_report_is_one_self_contained_page(tmp_path, with_truth):
     v = _world(tmp_path, with_truth)
     reports = tmp_path / "reports"
-    verdict.save(v, reports, tmp_path / "metrics" / "verdict.json")
+    stage.save(v, reports, tmp_path / "metrics" / "verdict.json")
     page = report.write(v, reports)
     text = page.read_text(encoding="utf-8")
     images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)">', text)
-    assert len(images) == 6  # model vs baselines, nulls, figures 5 and 6, curves, plate maps
+    assert len(images) == 4  # the answer, AUC by family, nulls, plate maps
     assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in images)
     assert not re.search(r'(src|href)="(http|file|/)', text)  # nothing outside the page
-    for name in (
-        "model_vs_baselines",
-        "null_distributions",
-        "f1_by_augmentation",
-        "f1_by_architecture",
-        "learning_curves",
-        "plate_maps",
-    ):
+    for name in ("answer", "auc_by_family", "null_distributions", "plate_maps"):
         assert (reports / "verdict" / f"{name}.png").is_file()
+    assert text.index("answer") < text.index("Per cytokine")  # the answer leads
     for c in CYTOKINES:
         assert f"<td>{c}</td>" in text
-    assert ("SIMULATED PLATE" in text) == with_truth
-    assert (reports / "predictable.csv").is_file() and (reports / "hypotheses.csv").is_file()
+    assert ("<b>simulated</b>" in text) == with_truth
     table = pd.read_csv(reports / "predictable.csv").set_index("cytokine")
-    assert table.loc["seen", "predictable"] and not table.loc["edge", "predictable"]  # edge: position wins
-    # noise: ~10 models of pure noise; its p is whatever this seed gives (0.03 here, valid: max-T over them);
-    # that noise is never called on a real scale is tested in test_verdict (many cytokines, BH)
-    assert table.loc["noise", "p"] > 0.01 and table.loc["noise", "roc_auc"] < 0.65
-    assert {
-        "f1_lo",
-        "f1_hi",
-        "roc_auc",
-        "average_precision",
-        "prevalence",
-        "mcc",
-        "best_baseline",
-        "p",
-        "q",
-    } <= set(table.columns)
+    assert table.loc["seen", "predictable"]
+    assert not table.loc["edge", "predictable"]  # the models see the edge, but nothing within a ring
+    assert not table.loc["noise", "predictable"] and table.loc["noise", "roc_auc"] < 0.65
+    wanted = {"roc_auc_lo", "roc_auc_hi", "best_family", "best_blind", "p", "q", "study_vs_profile_auc_diff"}
+    assert wanted - {"study_vs_profile_auc_diff"} <= set(table.columns)
     if with_truth:
         truth = pd.read_csv(reports / "truth.csv").set_index("cytokine")
         assert truth.loc["seen", "outcome"] == "found"
-        assert truth.loc["edge", "outcome"] == "correctly not called"  # the position baseline does better
-        assert truth.loc["seen", "signal_in_images"] and not truth.loc["noise", "signal_in_images"]
-        assert not truth.loc["edge", "signal_in_images"]  # position explains it better
-        assert "morphology-driven cytokines found" in text
+        assert truth.loc["edge", "outcome"] == "correctly not called"
+        assert "Morphology-driven cytokines found" in text
     summary = json.loads((tmp_path / "metrics" / "verdict.json").read_text())
-    assert summary["predictable"] == sorted(table.index[table.predictable])
+    assert summary["n_predictable"] == int(table.predictable.sum()) and summary["n_kept"] == 3
+    assert f"{summary['n_predictable']} of 3 cytokines predictable from images" in text
 
 
 def test_report_copes_with_one_architecture_and_no_embeddings(tmp_path):
