@@ -556,10 +556,11 @@ def log_results(
     from mlflow.entities import Metric
 
     from cytoops import train as train_mod
+    from cytoops import wrangle
 
     client = mlflow.MlflowClient()
     result = train_mod.load(trained)
-    means = pd.read_csv(reports / "f1_per_cytokine.csv")
+    means = wrangle.read_table(reports / "f1_per_cytokine.csv")
     summary = json.loads(Path(summary_file).read_text())
     now = int(time.time() * 1000)
     models = sorted({(a, g) for a, g in zip(result.fits.architecture, result.fits.augmentation, strict=True)})

@@ -16,8 +16,8 @@ unit (no rebuilding or retracing); ViT heads train on the cached backbone featur
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -639,8 +639,8 @@ def save(result: Result, out: Path) -> None:
 
 
 def load(out: Path) -> Result:
-    read = lambda name: pd.read_csv(out / name, keep_default_na=False, na_values=[""])  # noqa: E731
-    return Result(*(read(f"{name}.csv") for name in ("predictions", "curves", "fits", "failures", "folds")))
+    names = ("predictions", "curves", "fits", "failures", "folds")
+    return Result(*(wrangle_mod.read_table(out / f"{name}.csv") for name in names))
 
 
 def command(
