@@ -834,7 +834,8 @@ def large_image_note(plates: list[Plate], image_size: int) -> str | None:
     if side < LARGE_IMAGE_FACTOR * image_size:
         return None
     return (
-        f"note: images are {side}x{side}, {side / image_size:.0f}x the working size {image_size}x{image_size}: "
+        f"note: images are {side}x{side}, {side / image_size:.0f}x the working size "
+        f"{image_size}x{image_size}: "
         f"each is shrunk as it is read (one at a time in memory); export smaller thumbnails to read faster"
     )
 

@@ -295,7 +295,7 @@ def test_save_and_load_round_trip_without_embeddings(tiny_plate, tmp_path):
 # ---- identifiers stay strings between stages (issue 14) ---------------------------------------------------
 
 
-def test_cytokines_named_like_missing_values_and_numeric_plate_ids_survive_save_and_load(tiny_plate, tmp_path):
+def test_cytokines_named_like_missing_values_and_numeric_plate_ids_survive_a_round_trip(tiny_plate, tmp_path):
     from cytoops import train
 
     names = ("NA", "None", "NULL")
