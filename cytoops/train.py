@@ -609,6 +609,58 @@ def cross_validate(
     )
 
 
+# ---- early checks: one line, before any fit (or before the verdict), when nothing can be trained ---------
+
+
+def check_trainable(
+    kept: tuple[str, ...],
+    labels: pd.DataFrame,
+    wells: pd.DataFrame,
+    params: TrainParams,
+    cytokines_file: Path,
+) -> None:
+    """ValueError when no cytokine was kept, or when no kept cytokine has `train.folds` treatment groups
+    among its balanced wells (grouped folds cannot be made for any of them)."""
+    if not kept:
+        raise ValueError(
+            f"no cytokine passed wrangle's cut-off, so nothing can be trained (reasons: {cytokines_file}, "
+            f"column reason); fix: lower wrangle.min_wells, or change wrangle.method / wrangle.threshold"
+        )
+    balanced = labels[labels.balanced.astype(str).str.lower().eq("true") & labels.cytokine.isin(kept)]
+    groups = wells.group.to_numpy()
+    most = max(
+        len(set(groups[balanced.well_index[balanced.cytokine == name].to_numpy().astype(int)]))
+        for name in kept
+    )
+    if most < params.folds:
+        raise ValueError(
+            f"train.folds is {params.folds} but the kept cytokines have at most {most} treatment groups: "
+            f"grouped folds cannot be made; fix: set train.folds to {most} or fewer (at least 2), or add "
+            f"treatments"
+        )
+
+
+def check_trained(fits: pd.DataFrame, failures: pd.DataFrame, failures_file: Path) -> None:
+    """ValueError quoting the failures file when not one unit was fitted."""
+    if len(fits):
+        return
+    first = f"; the first: {' '.join(str(failures.error.iloc[0]).split())[:200]}" if len(failures) else ""
+    raise ValueError(
+        f"no unit was trained: all {len(failures)} failed (see {failures_file}{first}); fix: the cause "
+        f"given there (a param such as train.batch_size or train.learning_rate, or too few wells)"
+    )
+
+
+def check_trained_folder(trained: Path) -> None:
+    """check_trained on a folder written by `cytoops train` (fits.csv, failures.csv)."""
+    trained = Path(trained)
+    missing = [name for name in ("fits.csv", "failures.csv") if not (trained / name).is_file()]
+    if missing:
+        raise ValueError(f"{trained}: no {', '.join(missing)}; fix: run `cytoops train` (or dvc repro) first")
+    read = wrangle_mod.read_table
+    check_trained(read(trained / "fits.csv"), read(trained / "failures.csv"), trained / "failures.csv")
+
+
 # ---- stage I/O -------------------------------------------------------------------------------------------
 
 
@@ -663,8 +715,10 @@ def command(
     """Cross-validate every architecture x augmentation x kept cytokine: out-of-fold probabilities, curves."""
     p = params_mod.load(params_file, overrides)
     inputs = load_inputs(wrangled, views, vit_features, p)
+    check_trainable(inputs.kept, inputs.labels, inputs.wells, p.train, Path(wrangled) / "cytokines.csv")
     result = cross_validate(inputs, p.train, cache=cache)
     save(result, out)
+    check_trained(result.fits, result.failures, out / "failures.csv")
     typer.echo(
         f"train: {len(result.fits)} fits, {len(result.failures)} failed, "
         f"{result.fits.seconds.sum():.0f} s of fitting -> {out}"

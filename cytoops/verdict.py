@@ -1370,6 +1370,7 @@ def command(
 ) -> None:
     """Say which cytokines images predict: baselines on the same folds, permutation tests, BH, the report."""
     p = params_mod.load(params_file, overrides)
+    train.check_trained_folder(trained)  # one line, not a traceback, when nothing was trained
     run(
         wrangled,
         trained,

@@ -96,3 +96,14 @@ def test_run_registers_champions_that_score_a_second_plate(wide_plate, tmp_path,
     # a cytokine with no champion is one line, not a traceback
     result = runner.invoke(app, ["predict", str(blind), "--cytokine", "IL-10", "--out", str(out)])
     assert result.exit_code == 2 and "no registered model cytoops-IL-10" in result.output
+
+    # a champion whose saved model no longer loads (a broken or foreign file) is one line, not a traceback
+    store_root = tmp_path / "store"
+    broken = [f for f in store_root.rglob("*.keras")]
+    assert broken, "the registered model's file was not found in the store"
+    for file in broken:
+        file.write_bytes(b"not a keras model")
+    result = runner.invoke(app, ["predict", str(other), "--cytokine", "IL-6", "--out", str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "cytoops-IL-6 v1 (alias champion) cannot be loaded" in lines[0]
