@@ -7,6 +7,12 @@ Rows of CSV files are numbered as a spreadsheet shows them: the header is row 1.
 Strict where a mistake would silently change science (unknown cells, duplicate wells, mixed image
 sizes or dtypes), forgiving where exports vary (well spellings, .tif/.TIFF, blank lines, a UTF-8 BOM,
 an empty trailing column, range flags). No TensorFlow here: the CLI imports this at start-up.
+
+Hostile input: an entry named like a well image that cannot be opened (a broken or looping link) is an
+error naming it, never a silently dropped well. Images are read one well at a time and shrunk to the working
+size at once (`validate` keeps no pixels at all), so a plate of 2048 px images needs no more memory than one
+well's file; sizes and dtypes come from the files. A cytokine name whose slug would pass SLUG_MAX characters
+gets a shortened one (its start and a hash), with a warning.
 """
 
 from __future__ import annotations

@@ -183,18 +183,20 @@ def test_every_unit_failing_is_one_line_quoting_the_failures_file(wide_plate, is
 def test_a_rejected_plate_leaves_no_mlflow_run(tiny_plate, isolated):
     import mlflow
 
+    def runs() -> list:
+        client = mlflow.MlflowClient()
+        return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
     data = tiny_plate(readouts=False)  # no cytokines.csv
     result = CliRunner().invoke(cli.app, ["run", "--data", str(data), "--out", str(isolated / "out")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "cytokines.csv: is missing" in result.output
+    assert runs() == []
     shutil.rmtree(data / "plate-1")
     data = tiny_plate(plate_id="p2")  # readable, but no cytokine is kept
     result = CliRunner().invoke(cli.app, ["run", "--data", str(data), "--out", str(isolated / "out2")])
     assert result.exit_code == 2 and "no cytokine passed" in error_lines(result)[0]
-    runs = mlflow.MlflowClient().search_runs(
-        [e.experiment_id for e in mlflow.MlflowClient().search_experiments()]
-    )
-    assert runs == []
+    assert runs() == []
 
 
 def test_running_out_of_memory_is_one_line(tiny_plate, isolated, monkeypatch):
