@@ -41,7 +41,7 @@ CYTOKINES = ("IL-6", "TNF", "IL-10")
 
 
 def make_image(rng: np.random.Generator, size: int) -> np.ndarray:
-    """(3, size, size) uint16: smooth blobs on a gradient, plus mild noise (compresses, but not to nothing)."""
+    """(3, size, size) uint16: smooth blobs on a gradient plus mild noise (compresses, not to nothing)."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
     image = np.empty((3, size, size), np.uint16)
     for c in range(3):
@@ -107,7 +107,9 @@ def measure(args: list[str], env: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--wells", type=int, default=384)
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--distinct", type=int, default=16, help="distinct image files (the rest hard links)")
