@@ -116,8 +116,8 @@ class EvaluateParams:
     f1_cutoff: float = 0.7
 
     def __post_init__(self):
-        if not 0 <= self.f1_cutoff <= 1:
-            raise ValueError(f"evaluate.f1_cutoff is {self.f1_cutoff}: use a value in [0, 1]")
+        if not math.isfinite(self.f1_cutoff):  # above 1 is allowed: no model is then called predictive
+            raise ValueError(f"evaluate.f1_cutoff is {self.f1_cutoff}: use a finite number (e.g. 0.7)")
 
 
 LOG_MODELS = ("champions", "all", "none")
