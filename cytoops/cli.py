@@ -1,7 +1,7 @@
 """The `cytoops` command. Each subcommand is the thin I/O edge of one module's pure core.
 
 Bad input (a malformed plate, a wrong param) raises ValueError in the core; here it becomes one line on
-stderr and exit status 2, never a traceback.
+stderr and exit status 2, never a traceback. Running out of memory is one line too, and exit status 1.
 """
 
 from __future__ import annotations
@@ -59,6 +59,13 @@ def _friendly(fn: Callable) -> Callable:
         except ValueError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from None
+        except MemoryError:
+            typer.echo(
+                "error: out of memory; fix: close other programs, use a machine with more memory, or "
+                "lower wrangle.image_size, train.batch_size or train.workers",
+                err=True,
+            )
+            raise typer.Exit(1) from None
 
     return wrapper
 

@@ -210,7 +210,8 @@ def command(
 ) -> None:
     """Score every fold (F1, precision, recall, ROC AUC), summarize per model, draw the study's figures."""
     p = params_mod.load(params_file, overrides).evaluate
-    run(train_mod.load(trained), pd.read_csv(cytokines, keep_default_na=False), reports, metrics, p)
+    cytokine_table = wrangle_mod.read_table(cytokines, empty_is_missing=False)
+    run(train_mod.load(trained), cytokine_table, reports, metrics, p)
 
 
 def summary_command(

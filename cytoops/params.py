@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,8 @@ class WrangleParams:
             )
         if self.min_wells < 2:
             raise ValueError(f"wrangle.min_wells is {self.min_wells}: it must be at least 2")
+        if not math.isfinite(self.threshold):
+            raise ValueError(f"wrangle.threshold is {self.threshold}: use a finite number")
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,10 @@ class FeaturesParams:
     vit_weights: str | None = None
     batch_size: int = 128
     seed: int = 42
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"features.batch_size is {self.batch_size}: use at least 1")
 
 
 @dataclass(frozen=True)
@@ -107,11 +114,23 @@ class TrainParams:
             raise ValueError(f"train.val_fraction is {self.val_fraction}: use a value in (0, 0.5)")
         if self.epochs < 1:
             raise ValueError(f"train.epochs is {self.epochs}: train for at least 1 epoch")
+        if self.batch_size < 1:
+            raise ValueError(f"train.batch_size is {self.batch_size}: use at least 1")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(
+                f"train.learning_rate is {self.learning_rate}: use a finite positive number (e.g. 0.001)"
+            )
+        if self.patience < 0:
+            raise ValueError(f"train.patience is {self.patience}: use 0 or more epochs")
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
     f1_cutoff: float = 0.7
+
+    def __post_init__(self):
+        if not math.isfinite(self.f1_cutoff):  # above 1 is allowed: no model is then called predictive
+            raise ValueError(f"evaluate.f1_cutoff is {self.f1_cutoff}: use a finite number (e.g. 0.7)")
 
 
 LOG_MODELS = ("champions", "all", "none")
@@ -211,7 +230,7 @@ def _coerce(value, annotation: str, key: str):
             if isinstance(value, list | dict):
                 raise TypeError
             return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: .inf as an int
         raise ValueError(f"params: {key} is {value!r}, which is not a valid {kind}") from None
     return value
 
@@ -233,18 +252,40 @@ def from_dict(raw: dict) -> Params:
     if unknown:
         raise ValueError(f"params: unknown section(s) {', '.join(unknown)}; known: {', '.join(sections)}")
     classes = {f.name: f.default_factory for f in dataclasses.fields(Params)}
+    for name in classes:
+        _mapping(raw.get(name), name)
     return Params(**{name: _section(classes[name], raw.get(name) or {}, name) for name in classes})
+
+
+def _mapping(section: object, name: str) -> dict:
+    """A params section as a dict; a ValueError naming it when it is not a mapping of keys."""
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise ValueError(
+            f"params: section {name} holds {section!r}, not keys; write '{name}:' then indented "
+            f"'key: value' lines"
+        )
+    return dict(section)
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """`section.key=value` strings (values parsed as YAML) applied to a raw params dict."""
-    raw = {k: dict(v or {}) for k, v in raw.items()}
+    raw = {k: _mapping(v, k) for k, v in raw.items()}
     for item in overrides:
         key, sep, value = item.partition("=")
         section, dot, name = key.strip().partition(".")
         if not sep or not dot or not name:
             raise ValueError(f"override {item!r} is not section.key=value (e.g. train.epochs=5)")
-        raw.setdefault(section, {})[name] = yaml.safe_load(value)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            where = " ".join(str(getattr(err, "problem", "") or "malformed YAML").split())
+            raise ValueError(
+                f"override {key.strip()}: {value!r} is not a YAML value ({where}); "
+                f"write e.g. {key.strip()}=[a,b] or {key.strip()}=5"
+            ) from None
+        raw.setdefault(section, {})[name] = parsed
     return raw
 
 
@@ -253,7 +294,16 @@ def load(path: Path | None = None, overrides: list[str] | None = None) -> Params
     if path is not None:
         if not Path(path).is_file():
             raise ValueError(f"params file {path} does not exist")
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f" at line {mark.line + 1}" if mark is not None else ""
+            what = " ".join(str(getattr(err, "problem", "") or err).split())
+            raise ValueError(
+                f"params file {path} cannot be read{line} ({what}): write valid YAML, one "
+                f"'section:' with indented 'key: value' lines"
+            ) from None
         if not isinstance(raw, dict):
             raise ValueError(
                 f"{path}: expected a mapping of sections (wrangle, augment, features, train, evaluate)"

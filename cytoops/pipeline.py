@@ -16,10 +16,22 @@ from cytoops import params as params_mod
 from cytoops.verdict import stage as verdict_stage
 
 
-def run_all(data: Path, out: Path, p: params_mod.Params) -> dict:
+def prepare(data: Path, out: Path, p: params_mod.Params) -> wrangle.Wrangled:
+    """Read and wrangle the plates, then stop with one line (ValueError) when nothing could be trained: no
+    cytokine kept, or too few treatment groups for the folds. Nothing here opens an MLflow run."""
     w = wrangle.run(data, out / "wrangle", p.wrangle)
-    n_kept = len(wrangle.kept_cytokines(w.cytokines))
-    typer.echo(f"wrangle: {len(w.wells)} wells, {n_kept} of {len(w.cytokines)} cytokines kept")
+    kept = wrangle.kept_cytokines(w.cytokines)
+    typer.echo(f"wrangle: {len(w.wells)} wells, {len(kept)} of {len(w.cytokines)} cytokines kept")
+    train.check_trainable(kept, w.labels, w.wells, p.train, out / "wrangle" / "cytokines.csv")
+    return w
+
+
+def run_all(data: Path, out: Path, p: params_mod.Params) -> dict:
+    return run_rest(prepare(data, out, p), data, out, p)
+
+
+def run_rest(w: wrangle.Wrangled, data: Path, out: Path, p: params_mod.Params) -> dict:
+    """Every stage after wrangle; stops with one line quoting failures.csv when no unit was trained."""
     bank = augment.make_bank(w.images, p.augment.strategies)
     augment.save(bank, out / "augment" / "views.npz")
     vit_path = None
@@ -36,6 +48,7 @@ def run_all(data: Path, out: Path, p: params_mod.Params) -> dict:
     inputs = train.load_inputs(out / "wrangle", out / "augment" / "views.npz", vit_path, p, profile_path)
     result = train.cross_validate(inputs, p.train, cache=out / "cache" / "train")
     train.save(result, out / "train")
+    train.check_trained(result.fits, result.failures, out / "train" / "failures.csv")
     summary = evaluate.run(result, w.cytokines, out / "reports", out / "metrics" / "summary.json", p.evaluate)
     verdict_stage.run(
         out / "wrangle",
@@ -71,9 +84,11 @@ def command(
         summary = run_all(data, out, p)
     else:
         store = tracking.connect(p.tracking.experiment)  # a store that does not answer fails here, not after
+        # the plate is read (and rejected, if it must be) before the run opens: no FAILED run for a bad plate
+        w = prepare(data, out, p)
         data_dvc = Path(data).resolve().parent / f"{Path(data).resolve().name}.dvc"
         with tracking.pipeline_run(store, p, data_dvc=data_dvc, stage="run") as tracked:
-            summary = run_all(data, out, p)
+            summary = run_rest(w, data, out, p)
             tracking.log_results(tracked, out / "train", out / "reports", out / "metrics" / "summary.json", p)
             tracked.save(out / "track" / "run.json")
             register.register(

@@ -7,11 +7,18 @@ Rows of CSV files are numbered as a spreadsheet shows them: the header is row 1.
 Strict where a mistake would silently change science (unknown cells, duplicate wells, mixed image
 sizes or dtypes), forgiving where exports vary (well spellings, .tif/.TIFF, blank lines, a UTF-8 BOM,
 an empty trailing column, range flags). No TensorFlow here: the CLI imports this at start-up.
+
+Hostile input: an entry named like a well image that cannot be opened (a broken or looping link) is an
+error naming it, never a silently dropped well. Images are read one well at a time and shrunk to the working
+size at once (`validate` keeps no pixels at all), so a plate of 2048 px images needs no more memory than one
+well's file; sizes and dtypes come from the files. A cytokine name whose slug would pass SLUG_MAX characters
+gets a shortened one (its start and a hash), with a warning.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 import unicodedata
 from collections import Counter
@@ -34,6 +41,7 @@ IMAGE_DTYPES = ("uint8", "uint16", "float32")
 MISSING = {"", "na", "nan", "n/a"}  # compared lower case
 BELOW = {"oor<", "<lloq"}  # compared lower case with spaces removed
 ABOVE = {"oor>", ">uloq"}
+SLUG_MAX = 64  # characters: MLflow keys built from a slug stay far under its 250-character limit
 FLAG_MARGIN = 0.05  # range flags sit this fraction of the measured span beyond the measured values
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 WELL = re.compile(r"([A-Za-z]{1,2})(\d{1,3})")
@@ -81,8 +89,11 @@ class Plate:
     channels: tuple[str, ...]
     format: int  # 96, 384 or 1536
     wells: tuple[str, ...]  # wells with an image, row-major; the first axis of `images`
-    images: np.ndarray  # float32 (len(wells), C, S, S), values as read (not rescaled)
+    # float32 (len(wells), C, S, S), values as read (not rescaled), each resized to image_size as it was read;
+    # (len(wells), C, 0, 0) when read with keep_images=False (validate: every file decoded, checked, dropped)
+    images: np.ndarray
     image_dtype: str  # dtype of the files, e.g. "uint16"
+    source_size: int  # side of the image files (the most common one), before any resizing
     readouts: pd.DataFrame | None  # every row of cytokines.csv: index "well", one float column per cytokine
     layout: pd.DataFrame | None  # index "well": treatment, concentration, role (+ any extra columns, as text)
     embeddings: pd.DataFrame | None  # index "well": float columns
@@ -157,14 +168,23 @@ def _smallest_format(wells) -> int:
     return 1536  # unreachable: canonical wells always fit 1536
 
 
-def slugify(name: str) -> str:
-    """A name safe for file names, MLflow metric keys and model names: 'TNF-α' -> 'TNF-alpha',
-    'IL-12p40/p70' -> 'IL-12p40_p70', 'Activin A' -> 'Activin_A'. ValueError when nothing usable is left."""
+def _long_slug(name: str) -> str:
     spelled = "".join(GREEK.get(char, char) for char in str(name))
     plain = unicodedata.normalize("NFKD", spelled).encode("ascii", "ignore").decode()
-    slug = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_.-]", "_", plain)).strip("_.-")
+    return re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_.-]", "_", plain)).strip("_.-")
+
+
+def slugify(name: str) -> str:
+    """A name safe for file names, MLflow metric keys and model names: 'TNF-α' -> 'TNF-alpha',
+    'IL-12p40/p70' -> 'IL-12p40_p70', 'Activin A' -> 'Activin_A'. ValueError when nothing usable is left.
+    At most SLUG_MAX characters: a longer one keeps its start and ends in '-' and 8 hex digits of a hash of
+    the whole name (so two long names that differ only at the end still differ)."""
+    slug = _long_slug(name)
     if not slug:
         raise ValueError(f"{name!r} has no letter or digit to make a file name of")
+    if len(slug) > SLUG_MAX:
+        digest = hashlib.sha256(str(name).encode()).hexdigest()[:8]
+        slug = slug[: SLUG_MAX - 9].rstrip("_.-") + "-" + digest
     return slug
 
 
@@ -256,14 +276,18 @@ def _pattern_regex(pattern: str, channels: tuple[str, ...]) -> re.Pattern:
 def _load_tiff(file: Path, well: str, problems: list[Problem]) -> np.ndarray | None:
     where = f"well {well}"
     try:
-        array = tifffile.imread(file)
+        with tifffile.TiffFile(file) as tiff:
+            dtype = np.dtype(tiff.series[0].dtype)  # from the header: a wrong file is never decoded
+            if dtype.name not in IMAGE_DTYPES:
+                what = f"has dtype {dtype.name}; supported are {', '.join(IMAGE_DTYPES)}"
+                problems.append(Problem(str(file), where, what, "export it as uint8, uint16 or float32"))
+                return None
+            array = tiff.asarray()
+    except MemoryError:
+        raise
     except Exception as exc:  # tifffile raises many types for broken files (TiffFileError, zlib.error, ...)
         what = f"cannot be read as a TIFF ({type(exc).__name__}: {_one_line(exc)})"
         problems.append(Problem(str(file), where, what, "re-export the image: it is truncated or not a TIFF"))
-        return None
-    if array.dtype.name not in IMAGE_DTYPES:
-        what = f"has dtype {array.dtype.name}; supported are {', '.join(IMAGE_DTYPES)}"
-        problems.append(Problem(str(file), where, what, "export it as uint8, uint16 or float32"))
         return None
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         fix = "re-export it without NaN or infinite pixels"
@@ -344,24 +368,27 @@ def _read_images(
     fmt: int | None,
     image_size: int | None,
     problems: list[Problem],
-) -> tuple[set[str], dict[str, np.ndarray], str]:
-    """(wells that have image files, well -> float32 (C, S, S) image for those read cleanly, dtype)."""
+    keep_images: bool = True,
+) -> tuple[set[str], dict[str, np.ndarray], str, int]:
+    """(wells that have image files, well -> float32 (C, S, S) image for those read cleanly, dtype, side of
+    the files). One well's file is in memory at a time: it is resized to `image_size` as soon as it is read
+    (kept at its own size without one), or only checked and dropped when not `keep_images`."""
     folder = path / "images"
     if not folder.is_dir():
         fix = "put the thumbnails in an images/ folder inside the plate folder"
         problems.append(Problem(str(folder), "", "is missing", fix))
-        return set(), {}, ""
+        return set(), {}, "", 0
     try:
         entries = sorted(folder.iterdir())
     except OSError as exc:
         problems.append(Problem(str(folder), "", f"cannot be listed ({_one_line(exc)})", "make it readable"))
-        return set(), {}, ""
+        return set(), {}, "", 0
     regex = _pattern_regex(pattern, channels)
     found: dict[str, dict[str, Path]] = {}
     for entry in entries:
         if entry.name.startswith("."):
             continue
-        match = regex.fullmatch(entry.name) if entry.is_file() else None
+        match = regex.fullmatch(entry.name) if not entry.is_dir() else None
         if match is None:
             what = f"matches no image name ({pattern!r}, channels {', '.join(channels)}) and is ignored"
             fix = "rename it to match image_pattern in plate.yaml, or move it out of images/"
@@ -371,6 +398,12 @@ def _read_images(
             well = canonical_well(match["well"], fmt)
         except ValueError as exc:
             problems.append(Problem(str(entry), "", str(exc), _well_fix(fmt)))
+            continue
+        if not entry.is_file():  # a dangling or looping symbolic link, a socket, ...
+            kind = "a broken or looping symbolic link" if entry.is_symlink() else "not a regular file"
+            what = f"is named like an image but is {kind}: it cannot be read"
+            fix = "put the image file itself here (or a link that resolves to it), or remove the entry"
+            problems.append(Problem(str(entry), f"well {well}", what, fix))
             continue
         channel = match.groupdict().get("channel") or ""
         files = found.setdefault(well, {})
@@ -383,9 +416,10 @@ def _read_images(
         what = f"holds no image named like {pattern!r}"
         fix = "export one TIFF per well (e.g. A01.tif), or set image_pattern in plate.yaml"
         problems.append(Problem(str(folder), "", what, fix))
-        return set(), {}, ""
+        return set(), {}, "", 0
 
-    images: dict[str, tuple[np.ndarray, Path]] = {}
+    kept: dict[str, np.ndarray] = {}
+    read: dict[str, tuple[str, int, Path]] = {}  # well -> (dtype, side, file) of every image read cleanly
     for well in _row_major(found):
         files = found[well]
         missing = [channel for channel in channels if "" not in files and channel not in files]
@@ -394,27 +428,30 @@ def _read_images(
             fix = f"add {expected.name} (or remove the well's other channel files)"
             problems.append(Problem(str(expected), f"well {well}, channel {channel}", "is missing", fix))
         image = None if missing else _well_image(files, well, channels, problems)
-        if image is not None:
-            images[well] = image
+        if image is None:
+            continue
+        array, file = image
+        read[well] = (array.dtype.name, array.shape[-1], file)
+        if keep_images:
+            kept[well] = _resize(array.astype(np.float32, copy=False), image_size or array.shape[-1])
+        del array, image  # the full-size file is not kept: one well at a time in memory
 
-    dtypes = Counter(array.dtype.name for array, _ in images.values())
+    dtypes = Counter(dtype for dtype, _, _ in read.values())
     dtype = dtypes.most_common(1)[0][0] if dtypes else ""
-    sizes = Counter(array.shape[-1] for array, _ in images.values())
+    sizes = Counter(side for _, side, _ in read.values())
     size = sizes.most_common(1)[0][0] if sizes else 0
-    for well, (array, file) in images.items():
-        if array.dtype.name != dtype:
-            what = f"has dtype {array.dtype.name} but most images of this plate are {dtype}"
+    for well, (well_dtype, side, file) in read.items():
+        if well_dtype != dtype:
+            what = f"has dtype {well_dtype} but most images of this plate are {dtype}"
             fix = "export all images of a plate with one dtype (pixel values are used as read)"
             problems.append(Problem(str(file), f"well {well}", what, fix))
-        if image_size is None and array.shape[-1] != size:
-            what = f"is {array.shape[-1]}x{array.shape[-1]} but most images of this plate are {size}x{size}"
+        if image_size is None and side != size:
+            what = f"is {side}x{side} but most images of this plate are {size}x{size}"
             fix = "export all thumbnails at one size, or give an image size (--image-size) to resize them"
             problems.append(Problem(str(file), f"well {well}", what, fix))
-    resized = {
-        well: _resize(array.astype(np.float32), image_size or array.shape[-1])
-        for well, (array, _) in images.items()
-    }
-    return set(found), resized, dtype
+    if not keep_images:
+        kept = {well: np.empty((len(channels), 0, 0), np.float32) for well in read}
+    return set(found), kept, dtype, size
 
 
 # --- CSV tables -----------------------------------------------------------------------------------------
@@ -533,6 +570,14 @@ def _read_readouts(path: Path, plate_id: str, fmt: int | None, problems: list) -
         except ValueError as exc:
             problems.append(Problem(name, f"column {column!r}", str(exc), "rename the cytokine"))
             continue
+        if len(_long_slug(column)) > SLUG_MAX:
+            what = (
+                f"cytokine name is {len(column)} characters: file names, MLflow metrics and the model "
+                f"registry use the shortened {slugify(column)!r}"
+            )
+            fix = f"nothing to do, or give the cytokine a name under {SLUG_MAX} characters"
+            where = f"column {column[:40] + '...'!r}"
+            problems.append(Problem(name, where, what, fix, level="warning"))
         if slug in slugs:
             what = f"cytokines {slugs[slug]!r} and {column!r} give the same slug {slugify(column)!r}"
             problems.append(Problem(name, "row 1", what, "rename one of them so that their names differ"))
@@ -640,10 +685,13 @@ def _wells_phrase(wells: list[str]) -> str:
     return f"well {wells[0]}" if len(wells) == 1 else f"wells {', '.join(wells)}"
 
 
-def read_plate(path: Path, image_size: int | None = None, require_readouts: bool = True) -> Plate:
+def read_plate(
+    path: Path, image_size: int | None = None, require_readouts: bool = True, keep_images: bool = True
+) -> Plate:
     """Read one plate folder. Collects every problem it can find, then raises PlateError if any is an
     error; warnings (left-out wells, ignored files) go in Plate.warnings. `image_size` resizes all
-    thumbnails to that size (without it, all must share one size)."""
+    thumbnails to that size, each as it is read (without it, all must share one size). Without
+    `keep_images` every image is decoded and checked but none is kept (Plate.images has no pixels)."""
     path = Path(path)
     if image_size is not None and image_size < 1:
         raise ValueError(f"image_size must be a positive number of pixels, not {image_size}")
@@ -653,9 +701,11 @@ def read_plate(path: Path, image_size: int | None = None, require_readouts: bool
     problems: list[Problem] = []
     config = _read_config(path, problems)
     channels, pattern, fmt = config or (DEFAULT_CHANNELS, DEFAULT_PATTERN, None)
-    found, images, dtype = set(), {}, ""
+    found, images, dtype, source_size = set(), {}, "", 0
     if config is not None:  # with a broken plate.yaml, image problems would only mislead
-        found, images, dtype = _read_images(path, channels, pattern, fmt, image_size, problems)
+        found, images, dtype, source_size = _read_images(
+            path, channels, pattern, fmt, image_size, problems, keep_images
+        )
     readouts = None
     if (path / "cytokines.csv").exists():
         readouts = _read_readouts(path, path.name, fmt, problems)
@@ -707,8 +757,9 @@ def read_plate(path: Path, image_size: int | None = None, require_readouts: bool
         channels=channels,
         format=fmt or _smallest_format(all_wells),
         wells=wells,
-        images=np.stack([images[well] for well in wells]).astype(np.float32),
+        images=np.stack([images[well] for well in wells]),  # float32 already: no second copy
         image_dtype=dtype,
+        source_size=source_size,
         readouts=readouts,
         layout=layout,
         embeddings=embeddings,
@@ -717,7 +768,9 @@ def read_plate(path: Path, image_size: int | None = None, require_readouts: bool
     )
 
 
-def _scan(data_dir: Path, image_size: int | None, require_readouts: bool) -> tuple[list[Plate], list]:
+def _scan(
+    data_dir: Path, image_size: int | None, require_readouts: bool, keep_images: bool = True
+) -> tuple[list[Plate], list]:
     """All plates of a data folder that read cleanly, and every problem (errors and warnings)."""
     data_dir = Path(data_dir)
     name = str(data_dir)
@@ -737,7 +790,7 @@ def _scan(data_dir: Path, image_size: int | None, require_readouts: bool) -> tup
     plates, problems = [], []
     for folder in folders:
         try:
-            plate = read_plate(folder, image_size, require_readouts)
+            plate = read_plate(folder, image_size, require_readouts, keep_images)
         except PlateError as exc:
             problems.extend(exc.problems)
             continue
@@ -750,8 +803,8 @@ def _scan(data_dir: Path, image_size: int | None, require_readouts: bool) -> tup
             what = f"has channels {ours} but plate {first.plate_id} has {theirs}"
             fix = "give all plates the same channels, in one order"
             problems.append(Problem(str(plate.path), "", what, fix))
-        if plate.images.shape[-1] != first.images.shape[-1]:
-            size, other = plate.images.shape[-1], first.images.shape[-1]
+        if image_size is None and plate.source_size != first.source_size:
+            size, other = plate.source_size, first.source_size
             what = f"has {size}x{size} images but plate {first.plate_id} has {other}x{other}"
             fix = "give an image size (--image-size) to resize them"
             problems.append(Problem(str(plate.path), "", what, fix))
@@ -770,13 +823,31 @@ def read_data(data_dir: Path, image_size: int | None = None, require_readouts: b
     return plates
 
 
-def check_data(data_dir: Path, image_size: int | None = None) -> tuple[list[Plate], list[Problem]]:
+def check_data(
+    data_dir: Path, image_size: int | None = None, keep_images: bool = True
+) -> tuple[list[Plate], list[Problem]]:
     """The plates that read cleanly and all problems (errors and warnings); never raises for bad input."""
-    return _scan(data_dir, image_size, require_readouts=True)
+    return _scan(data_dir, image_size, require_readouts=True, keep_images=keep_images)
 
 
-def _summary(plate: Plate) -> str:
-    size = plate.images.shape[-1]
+WORKING_SIZE = 64  # wrangle.image_size's default: the size validate compares files with
+LARGE_IMAGE_FACTOR = 4  # images this many times the working size (or more) get a note
+
+
+def large_image_note(plates: list[Plate], image_size: int) -> str | None:
+    """One line when the image files are far larger than the size they are used at, else None."""
+    side = max((plate.source_size for plate in plates), default=0)
+    if side < LARGE_IMAGE_FACTOR * image_size:
+        return None
+    return (
+        f"note: images are {side}x{side}, {side / image_size:.0f}x the working size "
+        f"{image_size}x{image_size}: "
+        f"each is shrunk as it is read (one at a time in memory); export smaller thumbnails to read faster"
+    )
+
+
+def _summary(plate: Plate, image_size: int | None) -> str:
+    size = image_size or plate.source_size
     n_cytokines = 0 if plate.readouts is None else plate.readouts.shape[1]
     n_missing = 0 if plate.readouts is None else int(plate.readouts.isna().to_numpy().sum())
     reasons = Counter(reason for _, reason in plate.left_out)
@@ -797,9 +868,12 @@ def validate_command(
 ) -> None:
     """Check raw plates against the plate format: one summary line per plate, then every problem.
     Exit code 0 when the data is usable, 1 when not. Writes nothing."""
-    plates, problems = check_data(data_dir, image_size)
+    plates, problems = check_data(data_dir, image_size, keep_images=False)
     for plate in plates:
-        typer.echo(_summary(plate))
+        typer.echo(_summary(plate, image_size))
+    note = large_image_note(plates, image_size or WORKING_SIZE)
+    if note:
+        typer.echo(note)
     errors = [problem for problem in problems if problem.level == "error"]
     for problem in errors + [problem for problem in problems if problem.level != "error"]:
         typer.echo(f"{problem.level}: {problem}")

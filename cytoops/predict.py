@@ -120,6 +120,20 @@ def _champions(client, cytokines: list[str]) -> list[Champion]:
     return out
 
 
+def _load_champion(ch: Champion):
+    """The champion's Keras model; a TrackingError (one line) when the registry's copy cannot be loaded."""
+    import mlflow
+
+    try:
+        return mlflow.keras.load_model(f"models:/{ch.registered_model}@{ALIAS}")
+    except Exception as err:  # noqa: BLE001 - Keras/MLflow raise many types for a broken model; one line here
+        raise tracking.TrackingError(
+            f"{ch.registered_model} v{ch.version} (alias {ALIAS}) cannot be loaded "
+            f"({type(err).__name__}: {' '.join(str(err).split())[:300]}); fix: register a model again "
+            f"(cytoops run, or dvc repro) or move the alias to a version that loads"
+        ) from None
+
+
 def command(
     data_dir: Path = typer.Argument(..., help="Data folder of plates (cytokines.csv optional)."),
     cytokines: list[str] = typer.Option(
@@ -142,7 +156,7 @@ def command(
             plates_by_size[ch.image_size] = read_data(
                 data_dir, image_size=ch.image_size, require_readouts=False
             )
-        model = mlflow.keras.load_model(f"models:/{ch.registered_model}@{ALIAS}")
+        model = _load_champion(ch)
         for plate in plates_by_size[ch.image_size]:
             x = plate_inputs(plate, ch.channels)
             prob = probability(np.asarray(model.predict(x, verbose=0, batch_size=256)))

@@ -247,9 +247,9 @@ def register(
     """Refit, log and register, under the open parent run `tracked`; write the listing to `out`."""
     from cytoops import models
 
-    means = pd.read_csv(scores)
+    means = wrangle.read_table(scores)
     result = train_mod.load(trained)
-    cytokines = pd.read_csv(Path(wrangled) / "cytokines.csv", keep_default_na=False)
+    cytokines = wrangle.read_table(Path(wrangled) / "cytokines.csv", empty_is_missing=False)
     kept = list(wrangle.kept_cytokines(cytokines))
     mode = p.tracking.log_models
     champions = choose_champions(means, result.fits, kept, p.train.epochs)

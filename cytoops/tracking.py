@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import math
 import os
@@ -31,7 +30,6 @@ import re
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -172,14 +170,15 @@ def retry(fn: Callable, *args, attempts: int = 12, **kwargs):
 
 @contextlib.contextmanager
 def _init_lock(db: Path) -> Iterator[None]:
-    """One process at a time creates or migrates a SQLite store (MLflow's tracking store does not lock)."""
-    key = hashlib.sha1(str(db).encode()).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"cytoops-mlflow-init-{key}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """One process at a time creates or migrates a SQLite store (MLflow's tracking store does not lock).
+
+    The lock is taken on the store's folder itself (flock on a directory): no lock file is left anywhere."""
+    folder = os.open(db.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # closing releases the lock
 
 
 def _process_start(pid: int) -> str | None:
@@ -556,10 +555,11 @@ def log_results(
     from mlflow.entities import Metric
 
     from cytoops import train as train_mod
+    from cytoops import wrangle
 
     client = mlflow.MlflowClient()
     result = train_mod.load(trained)
-    means = pd.read_csv(reports / "f1_per_cytokine.csv")
+    means = wrangle.read_table(reports / "f1_per_cytokine.csv")
     summary = json.loads(Path(summary_file).read_text())
     now = int(time.time() * 1000)
     models = sorted({(a, g) for a, g in zip(result.fits.architecture, result.fits.augmentation, strict=True)})

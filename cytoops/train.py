@@ -16,9 +16,9 @@ unit (no rebuilding or retracing); ViT heads train on the cached backbone featur
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing
 import os
-import pickle
 import sys
 import time
 import zlib
@@ -663,6 +663,10 @@ class TaskCache:
 
     A task's key hashes everything its result depends on: the inputs' content, the task, and the train and
     augmentation params. A changed plate or param is a new key, never a stale hit.
+
+    Each task is one JSON file (frames as columns with their dtypes): a cache folder copied from someone
+    else is data, never code (no pickle). A file that does not parse as a task's result is a miss: the task
+    trains again and the file is replaced.
     """
 
     def __init__(self, folder: Path | None, inputs: Inputs, params: TrainParams):
@@ -684,20 +688,58 @@ class TaskCache:
         key = hashlib.sha256(
             f"{self._base}/{task.architecture}/{task.cytokine}/{task.repeat}".encode()
         ).hexdigest()
-        return self.folder / f"{key[:32]}.pkl"
+        return self.folder / f"{key[:32]}.json"
+
+    @staticmethod
+    def _encode(part: dict[str, list]) -> str:
+        def frame(df: pd.DataFrame) -> dict:
+            columns = [str(c) for c in df.columns]
+            return {
+                "columns": columns,
+                "dtypes": [str(t) for t in df.dtypes],
+                "values": [df[c].tolist() for c in df.columns],
+            }
+
+        encoded = {key: [frame(df) for df in part[key]] for key in ("predictions", "curves")}
+        encoded.update({key: list(part[key]) for key in ("fits", "failures")})
+        return json.dumps(encoded, default=lambda v: v.item() if isinstance(v, np.generic) else str(v))
+
+    @staticmethod
+    def _decode(text: str) -> dict[str, list]:
+        raw = json.loads(text)
+
+        def frame(item: dict) -> pd.DataFrame:
+            columns, dtypes, values = item["columns"], item["dtypes"], item["values"]
+            if not (len(columns) == len(dtypes) == len(values)):
+                raise ValueError("columns, dtypes and values differ in length")
+            df = pd.DataFrame(dict(zip(columns, values, strict=True)), columns=columns)
+            return df.astype(dict(zip(columns, dtypes, strict=True)))
+
+        part = {key: [frame(item) for item in raw[key]] for key in ("predictions", "curves")}
+        for key in ("fits", "failures"):
+            if not all(isinstance(row, dict) for row in raw[key]):
+                raise ValueError(f"{key} rows are not mappings")
+            part[key] = list(raw[key])
+        return part
 
     def get(self, task: Task) -> dict[str, list] | None:
         if self.folder is None or not self._path(task).is_file():
             return None
-        with open(self._path(task), "rb") as f:
-            return pickle.load(f)
+        try:
+            return self._decode(self._path(task).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+            typer.secho(
+                f"train: cache file {self._path(task)} is not a task result ({err}): training it again",
+                fg="yellow",
+                err=True,
+            )
+            return None
 
     def put(self, task: Task, part: dict[str, list]) -> None:
         if self.folder is None:
             return
         tmp = self._path(task).with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump(part, f)
+        tmp.write_text(self._encode(part), encoding="utf-8")
         tmp.replace(self._path(task))  # atomic: a killed run never leaves half a file under the real name
 
 
@@ -785,6 +827,54 @@ def cross_validate(
     )
 
 
+# ---- early checks: one line, before any fit (or before the verdict), when nothing can be trained ---------
+
+
+def check_trainable(
+    kept: tuple[str, ...],
+    labels: pd.DataFrame,
+    wells: pd.DataFrame,
+    params: TrainParams,
+    cytokines_file: Path,
+) -> None:
+    """ValueError when no cytokine was kept, or when the plate's labelled wells hold fewer treatment groups
+    than `train.folds` (the plate's grouped folds, `plate_folds`, cannot be made)."""
+    if not kept:
+        raise ValueError(
+            f"no cytokine passed wrangle's cut-off, so nothing can be trained (reasons: {cytokines_file}, "
+            f"column reason); fix: lower wrangle.min_wells, or change wrangle.method / wrangle.threshold"
+        )
+    labelled = labels.well_index[labels.cytokine.isin(kept)].to_numpy().astype(int)
+    most = len(set(wells.group.to_numpy()[labelled]))
+    if most < params.folds:
+        raise ValueError(
+            f"train.folds is {params.folds} but the plate's labelled wells hold {most} treatment groups: "
+            f"grouped folds cannot be made; fix: set train.folds to {most} or fewer (at least 2), or add "
+            f"treatments"
+        )
+
+
+def check_trained(fits: pd.DataFrame, failures: pd.DataFrame, failures_file: Path) -> None:
+    """ValueError quoting the failures file when not one unit was fitted."""
+    if len(fits):
+        return
+    first = f"; the first: {' '.join(str(failures.error.iloc[0]).split())[:200]}" if len(failures) else ""
+    raise ValueError(
+        f"no unit was trained: all {len(failures)} failed (see {failures_file}{first}); fix: the cause "
+        f"given there (a param such as train.batch_size or train.learning_rate, or too few wells)"
+    )
+
+
+def check_trained_folder(trained: Path) -> None:
+    """check_trained on a folder written by `cytoops train` (fits.csv, failures.csv)."""
+    trained = Path(trained)
+    missing = [name for name in ("fits.csv", "failures.csv") if not (trained / name).is_file()]
+    if missing:
+        raise ValueError(f"{trained}: no {', '.join(missing)}; fix: run `cytoops train` (or dvc repro) first")
+    read = wrangle_mod.read_table
+    check_trained(read(trained / "fits.csv"), read(trained / "failures.csv"), trained / "failures.csv")
+
+
 # ---- stage I/O -------------------------------------------------------------------------------------------
 
 
@@ -827,8 +917,8 @@ def save(result: Result, out: Path) -> None:
 
 
 def load(out: Path) -> Result:
-    read = lambda name: pd.read_csv(out / name, keep_default_na=False, na_values=[""])  # noqa: E731
-    return Result(*(read(f"{name}.csv") for name in ("predictions", "curves", "fits", "failures", "folds")))
+    names = ("predictions", "curves", "fits", "failures", "folds")
+    return Result(*(wrangle_mod.read_table(out / f"{name}.csv") for name in names))
 
 
 def command(
@@ -854,8 +944,10 @@ def command(
     """Cross-validate every architecture x augmentation x kept cytokine: out-of-fold probabilities, curves."""
     p = params_mod.load(params_file, overrides)
     inputs = load_inputs(wrangled, views, vit_features, p, profile_table)
+    check_trainable(inputs.kept, inputs.labels, inputs.wells, p.train, Path(wrangled) / "cytokines.csv")
     result = cross_validate(inputs, p.train, cache=cache)
     save(result, out)
+    check_trained(result.fits, result.failures, out / "failures.csv")
     typer.echo(
         f"train: {len(result.fits)} fits, {len(result.failures)} failed, "
         f"{result.fits.seconds.sum():.0f} s of fitting -> {out}"

@@ -14,7 +14,7 @@ import typer
 
 from cytoops import params as params_mod
 from cytoops.params import WrangleParams
-from cytoops.plate import Plate, read_data, slugify, well_row_col
+from cytoops.plate import Plate, large_image_note, read_data, slugify, well_row_col
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,21 @@ class Wrangled:
     embeddings: (
         pd.DataFrame
     )  # one row per well (same order as wells), numeric columns only (none when absent)
+
+
+IDENTIFIERS = (
+    *("plate", "well", "cytokine", "slug", "treatment", "role", "group"),
+    *("architecture", "augmentation"),
+)
+
+
+def read_table(file: Path, empty_is_missing: bool = True) -> pd.DataFrame:
+    """A stage's CSV with its identifiers as written: plate '001' stays '001' (not 1), a cytokine 'NA',
+    'None' or 'NULL' stays that name (not missing). Only an empty cell is missing, if `empty_is_missing`."""
+    present = pd.read_csv(file, nrows=0).columns
+    dtypes = {column: str for column in IDENTIFIERS if column in present}
+    na = {"na_values": [""]} if empty_is_missing else {}
+    return pd.read_csv(file, dtype=dtypes, keep_default_na=False, **na)
 
 
 def kept_cytokines(cytokines: pd.DataFrame) -> tuple[str, ...]:
@@ -209,21 +224,23 @@ def save(w: Wrangled, out: Path) -> None:
 
 
 def load(out: Path) -> Wrangled:
-    wells = pd.read_csv(out / "wells.csv", keep_default_na=False, na_values=[""])
+    wells = read_table(out / "wells.csv")
     channels = tuple(str(wells.pop("channels").iloc[0]).split(",")) if len(wells) else ()
-    wells["well"] = wells["well"].astype(str)
     return Wrangled(
         wells=wells,
         images=np.load(out / "images.npy"),
         channels=channels,
-        labels=pd.read_csv(out / "labels.csv"),
-        cytokines=pd.read_csv(out / "cytokines.csv", keep_default_na=False),
-        embeddings=pd.read_csv(out / "embeddings.csv").drop(columns=["plate", "well"]),
+        labels=read_table(out / "labels.csv"),
+        cytokines=read_table(out / "cytokines.csv", empty_is_missing=False),
+        embeddings=read_table(out / "embeddings.csv").drop(columns=["plate", "well"]),
     )
 
 
 def run(data: Path, out: Path, p: WrangleParams) -> Wrangled:
     plates = read_data(data, image_size=p.image_size)
+    note = large_image_note(plates, p.image_size)
+    if note:
+        typer.echo(f"wrangle: {note}", err=True)
     result = wrangle(plates, p)
     save(result, out)
     return result

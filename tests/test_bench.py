@@ -77,3 +77,21 @@ def test_quick_benchmark_writes_every_field(tiny_plate, tmp_path):
         "f1_agree",
     } <= set(t)
     assert r["bench_wall_seconds"] > 0
+
+
+def test_large_image_benchmark_writes_its_fields(tmp_path):
+    """Plumbing only (a 4-well plate of 256 px images): every run exits 0 and reports a peak memory."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "large_images.py"
+    out = tmp_path / "large.json"
+    args = ["--wells", "4", "--size", "256", "--distinct", "2", "--out", str(out), "--workdir", str(tmp_path)]
+    run = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["plate"]["wells"] == 4 and r["plate"]["distinct_files"] == 2 and r["plate"]["hard_links"] == 2
+    assert set(r["runs"]) == {"startup", "validate", "wrangle"}
+    for name, result in r["runs"].items():
+        assert result["exit_code"] == 0, (name, result)
+        assert result["peak_rss_mb"] > 0
+    assert "usable: 1 plate(s)" in r["runs"]["validate"]["output_tail"][-1]
+    assert "note: images are 256x256" in " ".join(r["runs"]["wrangle"]["output_head"])
+    assert [p for p in tmp_path.iterdir() if p.name.startswith("cytoops-large-")] == []  # cleaned up

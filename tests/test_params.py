@@ -172,3 +172,68 @@ def test_a_float_param_written_1e_minus_4_is_a_float_or_rejected():
     except ValueError:
         return
     assert p.train.learning_rate == pytest.approx(1e-4)
+
+
+# ---- issue 14: every bad value is one ValueError naming the key, before any work -----------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("train.epochs=.inf", r"train\.epochs is inf"),
+        ("train.epochs=1e400", r"train\.epochs is '1e400'"),
+        ("train.architectures=[wide_cnn,", r"override train\.architectures: .* is not a YAML value"),
+        ("train.batch_size=0", r"train\.batch_size is 0: use at least 1"),
+        ("train.learning_rate=nan", r"train\.learning_rate is nan: use a finite positive"),
+        ("train.learning_rate=.inf", r"train\.learning_rate is inf"),
+        ("train.learning_rate=0", r"train\.learning_rate is 0.0"),
+        ("train.patience=-1", r"train\.patience is -1"),
+        ("features.batch_size=0", r"features\.batch_size is 0"),
+        ("wrangle.threshold=.nan", r"wrangle\.threshold is nan"),
+        ("evaluate.f1_cutoff=.nan", r"evaluate\.f1_cutoff is nan"),
+    ],
+)
+def test_hostile_values_are_value_errors_naming_the_key(override, match):
+    with pytest.raises(ValueError, match=match):
+        params.load(None, [override])
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("train: [1, 2]\n", r"section train holds \[1, 2\], not keys"),
+        ("train: 5\n", r"section train holds 5, not keys"),
+        ("train:\n  epochs: [\n", r"cannot be read at line 3 .*write valid YAML"),
+        ("train:\n\tepochs: 3\n", r"cannot be read at line 2"),
+    ],
+)
+def test_a_broken_params_file_is_one_value_error(tmp_path, text, match):
+    file = tmp_path / "params.yaml"
+    file.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        params.load(file)
+
+
+def test_a_section_that_is_not_a_mapping_with_an_override_is_a_value_error(tmp_path):
+    file = tmp_path / "params.yaml"
+    file.write_text("train: [1, 2]\n")
+    with pytest.raises(ValueError, match=r"section train holds"):
+        params.load(file, ["train.epochs=2"])
+
+
+@pytest.mark.parametrize("override", ["train.epochs=.inf", "train.architectures=[a,", "train.batch_size=0"])
+def test_a_bad_param_on_the_command_line_is_one_line_and_exit_2(tiny_plate, tmp_path, monkeypatch, override):
+    from typer.testing import CliRunner
+
+    from cytoops import cli
+
+    monkeypatch.chdir(tmp_path)
+    data = tiny_plate()
+    before = sorted(p.name for p in (data / "plate-1").rglob("*"))
+    args = ["run", "--data", str(data), "--out", str(tmp_path / "out"), "--no-track", "--set", override]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and override.split("=")[0] in lines[0]
+    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in (data / "plate-1").rglob("*")) == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -110,3 +111,121 @@ def test_run_with_an_invalid_param_says_one_line_and_no_traceback(tiny_plate, is
     assert result.exit_code == 2
     expected = "error: train.folds is 1: cross-validation needs at least 2"
     assert result.output.strip().splitlines() == [expected]
+
+
+# ---- issue 14: nothing to train stops early, in one line; a rejected plate leaves no MLflow run ----------
+
+
+def listing(folder):
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+def error_lines(result) -> list[str]:
+    assert "Traceback" not in result.output, result.output
+    return [line for line in result.output.splitlines() if line.startswith("error: ")]
+
+
+def must_not_train(*args, **kwargs):
+    raise AssertionError("training started")
+
+
+def test_no_cytokine_kept_stops_before_training_in_one_line(tiny_plate, isolated, monkeypatch):
+    from cytoops import train
+
+    monkeypatch.setattr(train, "cross_validate", must_not_train)
+    data = tiny_plate()  # 8 wells: no cytokine reaches the default 15 balanced wells
+    before = listing(data)
+    args = ["run", "--data", str(data), "--out", str(isolated / "out"), "--no-track"]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 2
+    [line] = error_lines(result)
+    assert "no cytokine passed wrangle's cut-off" in line and "wrangle.min_wells" in line
+    assert str(isolated / "out" / "wrangle" / "cytokines.csv") in line
+    assert not (isolated / "out" / "train").exists() and listing(data) == before
+
+
+def test_more_folds_than_treatment_groups_stops_before_training(wide_plate, isolated, monkeypatch):
+    from cytoops import train
+
+    monkeypatch.setattr(train, "cross_validate", must_not_train)
+    args = ["run", "--data", str(wide_plate()), "--out", str(isolated / "out"), "--no-track", *FAST]
+    result = CliRunner().invoke(cli.app, [*args, "--set", "train.folds=17"])
+    assert result.exit_code == 2
+    [line] = error_lines(result)
+    assert "train.folds is 17 but the kept cytokines have at most 16 treatment groups" in line
+    assert "set train.folds to 16 or fewer" in line
+
+
+def test_train_command_stops_before_training_when_no_cytokine_is_kept(tiny_plate, isolated, monkeypatch):
+    from cytoops import train
+
+    monkeypatch.setattr(train, "cross_validate", must_not_train)
+    runner, out = CliRunner(), isolated / "out"
+    (isolated / "params.yaml").write_text("train:\n  architectures: [wide_cnn]\n")
+    for args in (
+        ["wrangle", "--data", str(tiny_plate()), "--out", str(out / "w")],
+        ["augment", "--images", str(out / "w" / "images.npy"), "--out", str(out / "v.npz")],
+    ):
+        assert runner.invoke(cli.app, args).exit_code == 0
+    args = ["train", "--wrangled", str(out / "w"), "--views", str(out / "v.npz"), "--out", str(out / "t")]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 2 and "no cytokine passed" in error_lines(result)[0]
+
+
+def test_every_unit_failing_is_one_line_quoting_the_failures_file(wide_plate, isolated, monkeypatch):
+    from cytoops import train
+
+    def broken_fit(self, *args, **kwargs):
+        raise RuntimeError("planted failure")
+
+    monkeypatch.setattr(train.Fitter, "fit", broken_fit)
+    out = isolated / "out"
+    args = ["run", "--data", str(wide_plate()), "--out", str(out), "--no-track", *FAST]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 2
+    [line] = error_lines(result)
+    assert f"see {out / 'train' / 'failures.csv'}" in line and "planted failure" in line
+    assert len(pd.read_csv(out / "train" / "failures.csv")) == 1 * 2 * 2 * 2  # every unit is there
+    assert not (out / "reports" / "index.html").exists()
+
+    # the verdict stage on that folder says the same in one line, before any of its work
+    (isolated / "params.yaml").write_text("{}\n")
+    args = ["verdict", "--wrangled", str(out / "wrangle"), "--trained", str(out / "train")]
+    result = CliRunner().invoke(cli.app, [*args, "--reports", str(isolated / "r")])
+    assert result.exit_code == 2
+    [line] = error_lines(result)
+    assert "no unit was trained" in line and not (isolated / "r").exists()
+
+
+def test_a_rejected_plate_leaves_no_mlflow_run(tiny_plate, isolated):
+    import mlflow
+
+    def runs() -> list:
+        client = mlflow.MlflowClient()
+        return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+    data = tiny_plate(readouts=False)  # no cytokines.csv
+    result = CliRunner().invoke(cli.app, ["run", "--data", str(data), "--out", str(isolated / "out")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "cytokines.csv: is missing" in result.output
+    assert runs() == []
+    shutil.rmtree(data / "plate-1")
+    data = tiny_plate(plate_id="p2")  # readable, but no cytokine is kept
+    result = CliRunner().invoke(cli.app, ["run", "--data", str(data), "--out", str(isolated / "out2")])
+    assert result.exit_code == 2 and "no cytokine passed" in error_lines(result)[0]
+    assert runs() == []
+
+
+def test_running_out_of_memory_is_one_line(tiny_plate, isolated, monkeypatch):
+    from cytoops import wrangle
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(wrangle, "read_data", no_memory)
+    (isolated / "params.yaml").write_text("{}\n")
+    args = ["wrangle", "--data", str(tiny_plate()), "--out", str(isolated / "w")]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 1
+    assert error_lines(result) == [line for line in result.output.splitlines() if line.strip()]
+    assert "out of memory" in result.output and "wrangle.image_size" in result.output

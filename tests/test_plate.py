@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -671,3 +672,74 @@ def test_validate_a_missing_folder(tmp_path):
     result = invoke(tmp_path / "nowhere")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "nowhere: does not exist" in result.output
+
+
+# --- hostile names and links (issue 14) -----------------------------------------------------------------
+
+
+def test_a_very_long_cytokine_name_gets_a_bounded_slug_and_validate_says_so(tiny_plate):
+    from cytoops import tracking
+    from cytoops.plate import SLUG_MAX
+
+    long_a, long_b = "IL-" + "x" * 297, "IL-" + "x" * 296 + "y"
+    data_dir = tiny_plate(cytokines=("IL-6", long_a, long_b))
+    slugs = {slugify(long_a), slugify(long_b)}
+    assert len(slugs) == 2 and all(len(slug) <= SLUG_MAX for slug in slugs)
+    assert slugify("IL-6") == "IL-6"  # short names unchanged
+    key = tracking.metric_key("val_loss", slugify(long_a), "deep_cnn", "hvflip", "r9", "f9")
+    assert len(key) < 250  # MLflow's limit on a metric name
+    result = invoke(data_dir)
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.output.splitlines() if "cytokine name is 300 characters" in line]
+    assert len(warned) == 2 and all(line.startswith("warning: ") for line in warned)
+    assert slugify(long_a) in result.output
+
+
+@pytest.mark.parametrize("kind", ["dangling", "loop"])
+def test_a_broken_symlink_named_like_a_well_image_is_an_error_naming_it(tiny_plate, kind):
+    data_dir = tiny_plate(no_image=("B04",))
+    link = plate_of(data_dir) / "images" / "B04.tif"
+    link.symlink_to(link if kind == "loop" else link.parent / "gone.tif")
+    with pytest.raises(PlateError) as err:
+        read_plate(plate_of(data_dir))
+    errors = [p for p in err.value.problems if p.level == "error"]
+    assert len(errors) == 1 and errors[0].file == str(link) and "well B04" in str(errors[0])
+    result = invoke(data_dir)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+def test_validate_keeps_no_pixels_and_notes_images_far_larger_than_the_working_size(tiny_plate):
+    data_dir = tiny_plate(size=256)
+    plates, problems = check_data(data_dir, keep_images=False)
+    assert plates[0].images.shape == (8, 3, 0, 0) and plates[0].source_size == 256 and not problems
+    result = invoke(data_dir)
+    assert result.exit_code == 0, result.output
+    assert "images 256x256 uint16" in result.output
+    notes = [line for line in result.output.splitlines() if line.startswith("note: images are 256x256")]
+    assert len(notes) == 1 and "4x the working size 64x64" in notes[0]
+    shutil.rmtree(plate_of(data_dir))
+    small = invoke(tiny_plate(plate_id="small", size=16))
+    assert small.exit_code == 0 and "note:" not in small.output
+
+
+def test_each_image_is_resized_as_it_is_read(tiny_plate, monkeypatch):
+    """At most one full-size well image is alive at a time: each is shrunk before the next file is read."""
+    import cytoops.plate as plate_mod
+
+    alive, peak, real_resize, real_load = [], [], plate_mod._resize, plate_mod._load_tiff
+
+    def load(file, well, problems):
+        array = real_load(file, well, problems)
+        alive.append(well)
+        peak.append(len(set(alive)))
+        return array
+
+    def resize(image, size):
+        alive.clear()
+        return real_resize(image, size)
+
+    monkeypatch.setattr(plate_mod, "_load_tiff", load)
+    monkeypatch.setattr(plate_mod, "_resize", resize)
+    plate = read_plate(plate_of(tiny_plate(size=64)), image_size=32)
+    assert plate.images.shape == (8, 3, 32, 32) and plate.images.dtype == np.float32
+    assert max(peak) == 1

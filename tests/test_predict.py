@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import traceback
+import zipfile
 
 import mlflow
 import numpy as np
@@ -96,3 +97,21 @@ def test_run_registers_champions_that_score_a_second_plate(wide_plate, tmp_path,
     # a cytokine with no champion is one line, not a traceback
     result = runner.invoke(app, ["predict", str(blind), "--cytokine", "IL-10", "--out", str(out)])
     assert result.exit_code == 2 and "no registered model cytoops-IL-10" in result.output
+
+    # a champion whose saved model no longer deserializes (a layer given an argument Keras does not know,
+    # as a model saved by another Keras version can be) is one line, not a TypeError traceback
+    broken = list((tmp_path / "store").rglob("*.keras"))
+    assert broken, "the registered model's file was not found in the store"
+    for file in broken:
+        with zipfile.ZipFile(file) as archive:
+            members = {name: archive.read(name) for name in archive.namelist()}
+        config = json.loads(members["config.json"])
+        config["config"]["layers"][-1]["config"]["argument_from_elsewhere"] = 1
+        members["config.json"] = json.dumps(config).encode()
+        with zipfile.ZipFile(file, "w") as archive:
+            for name, data in members.items():
+                archive.writestr(name, data)
+    result = runner.invoke(app, ["predict", str(other), "--cytokine", "IL-6", "--out", str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "cytoops-IL-6 v1 (alias champion) cannot be loaded" in lines[0]

@@ -433,3 +433,16 @@ def test_mlproject_main_declares_every_param_with_the_params_yaml_default():
         s.replace("[wide_cnn,deep_cnn,vit_linear,vit_240k,vit_500k]", "[wide_cnn,deep_cnn]") for s in sets
     ]
     assert params.load(REPO / "params.yaml", sets).train.architectures == ("wide_cnn", "deep_cnn")
+
+
+def test_creating_a_store_leaves_no_lock_file_behind(tmp_path, monkeypatch):
+    import tempfile
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    db = tmp_path / "store" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    tracking.connect("cytoops")
+    assert list(temp.iterdir()) == []
+    assert sorted(p.name for p in db.parent.iterdir() if "lock" in p.name) == []

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import os
+import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -540,7 +543,7 @@ def test_save_and_load_round_trip(cnn_run, tmp_path):
 def test_an_interrupted_run_resumes_from_its_task_cache(tmp_path, monkeypatch):
     inputs, params = synthetic_inputs(), fast_params()
     first = train.cross_validate(inputs, params, progress=False, cache=tmp_path / "cache")
-    assert len(list((tmp_path / "cache").glob("*.pkl"))) == len(inputs.kept) * len(params.architectures)
+    assert len(list((tmp_path / "cache").glob("*.json"))) == len(inputs.kept) * len(params.architectures)
 
     def must_not_train(*args, **kwargs):
         raise AssertionError("a cached task was trained again")
@@ -559,6 +562,46 @@ def test_a_changed_param_is_not_served_from_the_task_cache(tmp_path, monkeypatch
     monkeypatch.setattr(train, "run_task", lambda *a, **k: calls.append(1) or real(*a, **k))
     train.cross_validate(inputs, fast_params(learning_rate=0.01), progress=False, cache=tmp_path / "cache")
     assert calls, "a run with another learning rate must train, not reuse the cache"
+
+
+class _Planted:
+    """A pickle that, when loaded, touches a marker file (stands in for any command)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_planted_pickle_in_a_copied_cache_executes_nothing(tmp_path, monkeypatch):
+    inputs, params = synthetic_inputs(cytokines=("IL-6",)), fast_params(epochs=1)
+    cache = tmp_path / "cache"
+    first = train.cross_validate(inputs, params, progress=False, cache=cache)
+    marker = tmp_path / "executed"
+    payload = pickle.dumps(_Planted(marker))
+    store = train.TaskCache(cache, inputs, params)
+    tasks, _, _ = train.plan(inputs, params)
+    for task in tasks:  # a hostile copy: every cache file, and its .pkl twin, is a pickle
+        store._path(task).write_bytes(payload)
+        store._path(task).with_suffix(".pkl").write_bytes(payload)
+    again = train.cross_validate(inputs, params, progress=False, cache=cache)
+    assert not marker.exists(), "loading the cache ran code"
+    pd.testing.assert_frame_equal(first.predictions, again.predictions)  # retrained, same numbers
+    assert all(json.loads(store._path(task).read_text()) for task in tasks)  # rewritten as data
+
+
+def test_the_task_cache_round_trips_dtypes_exactly():
+    part = {
+        "predictions": [pd.DataFrame({"fold": np.array([0, 1]), "prob": np.array([0.1, 1 / 3], np.float32)})],
+        "curves": [pd.DataFrame({"loss": [np.nan, np.inf], "name": ["NA", "001"]})],
+        "fits": [{"fold": np.int64(1), "seconds": 0.5}],
+        "failures": [],
+    }
+    back = train.TaskCache._decode(train.TaskCache._encode(part))
+    pd.testing.assert_frame_equal(back["predictions"][0], part["predictions"][0])
+    pd.testing.assert_frame_equal(back["curves"][0], part["curves"][0])
+    assert back["fits"] == [{"fold": 1, "seconds": 0.5}] and back["failures"] == []
 
 
 @pytest.mark.parametrize("architecture", ["wide_cnn", "deep_cnn", "vit_500k"])

@@ -290,3 +290,30 @@ def test_save_and_load_round_trip_without_embeddings(tiny_plate, tmp_path):
     back = wrangle.load(tmp_path / "out")
     assert back.embeddings.shape == (8, 0)
     assert list(back.wells.well) == list(w.wells.well)
+
+
+# ---- identifiers stay strings between stages (issue 14) ---------------------------------------------------
+
+
+def test_cytokines_named_like_missing_values_and_numeric_plate_ids_survive_a_round_trip(tiny_plate, tmp_path):
+    from cytoops import train
+
+    names = ("NA", "None", "NULL")
+    tiny_plate(plate_id="001", cytokines=names, seed=1)
+    data = tiny_plate(plate_id="1", cytokines=names, seed=2)
+    w = wrangle.run(data, tmp_path / "w", WrangleParams(min_wells=2))
+    back = wrangle.load(tmp_path / "w")
+    assert sorted(set(back.wells.plate)) == ["001", "1"]  # two plates, not one plate 1
+    assert set(back.labels.cytokine) == set(names)
+    assert list(back.cytokines.cytokine) == list(names)
+    assert wrangle.kept_cytokines(back.cytokines) == wrangle.kept_cytokines(w.cytokines)
+    assert back.wells.group.nunique() == w.wells.group.nunique()
+    # every kept cytokine has its labels when train reads the stage back
+    (tmp_path / "views.npz").parent.mkdir(exist_ok=True)
+    from cytoops import augment
+    from cytoops.params import Params, TrainParams
+
+    augment.save(augment.make_bank(w.images, ("none",)), tmp_path / "views.npz")
+    p = Params(train=TrainParams(architectures=("wide_cnn",)))
+    inputs = train.load_inputs(tmp_path / "w", tmp_path / "views.npz", None, p)
+    assert inputs.kept and set(inputs.kept) <= set(inputs.labels.cytokine)

@@ -246,4 +246,5 @@ def command(
 ) -> None:
     """Say which cytokines images predict: baselines on the same folds, a calibrated test, BH, the report."""
     p = params_mod.load(params_file, overrides)
+    train.check_trained_folder(trained)  # one line, not a traceback, when nothing was trained
     run(wrangled, trained, profile_path, vit_features, data, reports, metrics_path, p, echo=typer.echo)
