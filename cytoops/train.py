@@ -487,6 +487,17 @@ class TaskCache:
         tmp.replace(self._path(task))  # atomic: a killed run never leaves half a file under the real name
 
 
+# relative time of one fit per well, by architecture (benchmarks/results.json: ~0.9 s wide, ~2 s deep, ~0.1 s
+# a ViT head per fit on the demo plate); a task's cost also grows with its wells
+FIT_COST = {"deep_cnn": 2.0, "wide_cnn": 1.0}
+HEAD_COST = 0.1
+
+
+def task_cost(task: Task) -> float:
+    """A task's expected time, in arbitrary units: its architecture's cost per fit times its wells."""
+    return FIT_COST.get(task.architecture, HEAD_COST) * len(task.wells)
+
+
 def cross_validate(
     inputs: Inputs, params: TrainParams, progress: bool = True, cache: Path | None = None
 ) -> Result:
@@ -500,9 +511,24 @@ def cross_validate(
     store = TaskCache(cache, inputs, params)
     parts: list[dict[str, list]] = []
     units_per_task = params.folds * len(inputs.strategies)
+    n_fits = len(tasks) * units_per_task
+    # the bar advances by each task's expected cost, not by its count of fits: the tasks run longest first, so
+    # counting fits made the first estimate of the time left several times too long
     bar = tqdm(
-        total=len(tasks) * units_per_task, desc="train", unit="fit", disable=not progress, file=sys.stderr
+        total=round(sum(task_cost(t) for t in tasks), 1),
+        desc="train",
+        disable=not progress,
+        file=sys.stderr,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]",
     )
+    done = 0
+
+    def advance(task: Task) -> None:
+        nonlocal done
+        done += units_per_task
+        bar.set_postfix_str(f"{done}/{n_fits} fits, {task.architecture} {task.cytokine}", refresh=False)
+        bar.update(task_cost(task))
+
     todo = []
     for task in tasks:
         part = store.get(task)
@@ -510,19 +536,15 @@ def cross_validate(
             todo.append(task)
         else:
             parts.append(part)
-            bar.update(units_per_task)
-    cost = {"deep_cnn": 3, "wide_cnn": 2}  # roughly relative time per fit; heads are cheapest
-    todo.sort(
-        key=lambda t: (-cost.get(t.architecture, 1), -len(t.wells))
-    )  # longest first: no long tail at the end
+            advance(task)
+    todo.sort(key=task_cost, reverse=True)  # longest first: no long tail at the end
     workers = min(n_workers(params), max(1, len(todo)))
     if workers == 1:
         fitter, sources = Fitter(params), {}
         for task in todo:
-            bar.set_postfix_str(f"{task.architecture} {task.cytokine}", refresh=False)
             parts.append(run_task(task, inputs, params, fitter, sources))
             store.put(task, parts[-1])
-            bar.update(units_per_task)
+            advance(task)
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
@@ -533,8 +555,7 @@ def cross_validate(
                 task = futures[future]
                 parts.append(future.result())
                 store.put(task, parts[-1])
-                bar.set_postfix_str(f"{task.architecture} {task.cytokine}", refresh=False)
-                bar.update(units_per_task)
+                advance(task)
     bar.close()
     gathered = {
         key: [row for part in parts for row in part[key]]

@@ -588,3 +588,27 @@ def test_initial_weights_are_seeded_and_shaped_as_keras_draws_them(architecture)
     assert all(np.array_equal(a, b) for a, b in zip(ours, again, strict=True))
     other = train.initial_weights(model, np.random.default_rng(8))
     assert not np.array_equal(ours[0], other[0])
+
+
+def test_the_progress_bar_advances_by_expected_cost_and_counts_fits(monkeypatch, capsys):
+    """Tasks run longest first; the bar moves by each task's expected cost (architecture x wells), so its
+    rate, and the time left it shows, stay steady; the postfix still counts fits."""
+    inputs, params = synthetic_inputs(), fast_params(architectures=("wide_cnn", "deep_cnn"))
+    tasks, _, _ = train.plan(inputs, params)
+    deep = next(t for t in tasks if t.architecture == "deep_cnn")
+    wide = next(t for t in tasks if t.architecture == "wide_cnn" and t.cytokine == deep.cytokine)
+    assert train.task_cost(deep) == 2 * train.task_cost(wide)
+    head = dataclasses.replace(wide, architecture="vit_linear")
+    assert train.task_cost(head) < train.task_cost(wide)
+    fewer = dataclasses.replace(wide, wells=wide.wells[: len(wide.wells) // 2])
+    assert train.task_cost(fewer) < train.task_cost(wide)
+
+    ran = []
+    empty = {"predictions": [], "curves": [], "fits": [], "failures": []}
+    monkeypatch.setattr(train, "run_task", lambda task, *a, **k: ran.append(task) or empty)
+    train.cross_validate(inputs, dataclasses.replace(params, workers=1), progress=True)
+    costs = [train.task_cost(t) for t in ran]
+    assert costs == sorted(costs, reverse=True)  # longest first
+    err = capsys.readouterr().err
+    n_fits = len(tasks) * params.folds * len(inputs.strategies)
+    assert f"{n_fits}/{n_fits} fits" in err and "100%" in err
