@@ -16,6 +16,7 @@ unit (no rebuilding or retracing); ViT heads train on the cached backbone featur
 from __future__ import annotations
 
 import hashlib
+import itertools
 import multiprocessing
 import os
 import pickle
@@ -493,9 +494,20 @@ FIT_COST = {"deep_cnn": 2.0, "wide_cnn": 1.0}
 HEAD_COST = 0.1
 
 
-def task_cost(task: Task) -> float:
-    """A task's expected time, in arbitrary units: its architecture's cost per fit times its wells."""
-    return FIT_COST.get(task.architecture, HEAD_COST) * len(task.wells)
+def task_cost(task: Task) -> int:
+    """A task's expected time, in arbitrary units: its architecture's cost per fit times its wells (an int, so
+    that the bar's total is exactly the sum of its steps)."""
+    return round(10 * FIT_COST.get(task.architecture, HEAD_COST) * len(task.wells))
+
+
+def interleave(tasks: list[Task]) -> list[Task]:
+    """Round-robin over architectures, each one's costliest task first: every stretch of the run has the same
+    mix, so the bar's rate (and the time left) holds even where FIT_COST is off (it varies with epochs and
+    machine), and the last round is the smallest cytokines, a short tail."""
+    by_arch: dict[str, list[Task]] = {}
+    for task in sorted(tasks, key=task_cost, reverse=True):
+        by_arch.setdefault(task.architecture, []).append(task)
+    return [t for rnd in itertools.zip_longest(*by_arch.values()) for t in rnd if t is not None]
 
 
 def cross_validate(
@@ -512,14 +524,14 @@ def cross_validate(
     parts: list[dict[str, list]] = []
     units_per_task = params.folds * len(inputs.strategies)
     n_fits = len(tasks) * units_per_task
-    # the bar advances by each task's expected cost, not by its count of fits: the tasks run longest first, so
-    # counting fits made the first estimate of the time left several times too long
+    # the bar advances by each task's expected cost, not by its count of fits (the CNN tasks used to run first,
+    # so counting fits made the first estimate of the time left many times too long); the fits are counted after
     bar = tqdm(
-        total=round(sum(task_cost(t) for t in tasks), 1),
+        total=sum(task_cost(t) for t in tasks),
         desc="train",
         disable=not progress,
         file=sys.stderr,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]",
     )
     done = 0
 
@@ -537,10 +549,11 @@ def cross_validate(
         else:
             parts.append(part)
             advance(task)
-    todo.sort(key=task_cost, reverse=True)  # longest first: no long tail at the end
+    todo = interleave(todo)
     workers = min(n_workers(params), max(1, len(todo)))
     if workers == 1:
         fitter, sources = Fitter(params), {}
+        bar.unpause()  # the start-up (TensorFlow's import) is not a fit: the time left counts from here
         for task in todo:
             parts.append(run_task(task, inputs, params, fitter, sources))
             store.put(task, parts[-1])
@@ -550,6 +563,8 @@ def cross_validate(
         with ProcessPoolExecutor(
             workers, mp_context=context, initializer=_worker_init, initargs=(inputs, params)
         ) as pool:
+            pool.submit(int).result()  # a worker is up (TensorFlow imported, inputs loaded) ...
+            bar.unpause()  # ... and the time left counts from here, not from the start-up
             futures = {pool.submit(_worker_run, task): task for task in todo}
             for future in as_completed(futures):
                 task = futures[future]

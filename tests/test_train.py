@@ -591,8 +591,9 @@ def test_initial_weights_are_seeded_and_shaped_as_keras_draws_them(architecture)
 
 
 def test_the_progress_bar_advances_by_expected_cost_and_counts_fits(monkeypatch, capsys):
-    """Tasks run longest first; the bar moves by each task's expected cost (architecture x wells), so its
-    rate, and the time left it shows, stay steady; the postfix still counts fits."""
+    """Tasks run round-robin over architectures, costliest first within each; the bar moves by each task's
+    expected cost (architecture x wells), so its rate, and the time left it shows, stay steady; the postfix still
+    counts fits."""
     inputs, params = synthetic_inputs(), fast_params(architectures=("wide_cnn", "deep_cnn"))
     tasks, _, _ = train.plan(inputs, params)
     deep = next(t for t in tasks if t.architecture == "deep_cnn")
@@ -607,8 +608,12 @@ def test_the_progress_bar_advances_by_expected_cost_and_counts_fits(monkeypatch,
     empty = {"predictions": [], "curves": [], "fits": [], "failures": []}
     monkeypatch.setattr(train, "run_task", lambda task, *a, **k: ran.append(task) or empty)
     train.cross_validate(inputs, dataclasses.replace(params, workers=1), progress=True)
-    costs = [train.task_cost(t) for t in ran]
-    assert costs == sorted(costs, reverse=True)  # longest first
+    assert len(ran) == len(tasks)
+    assert {t.architecture for t in ran[:2]} == {"wide_cnn", "deep_cnn"}  # the same mix all along
+    assert [t.architecture for t in ran[::2]] == [ran[0].architecture] * (len(ran) // 2)
+    for arch in ("wide_cnn", "deep_cnn"):  # within an architecture, the costliest (most wells) first
+        costs = [train.task_cost(t) for t in ran if t.architecture == arch]
+        assert costs == sorted(costs, reverse=True)
     err = capsys.readouterr().err
     n_fits = len(tasks) * params.folds * len(inputs.strategies)
     assert f"{n_fits}/{n_fits} fits" in err and "100%" in err
