@@ -96,7 +96,7 @@ MODEL_COLUMNS = ["model", "architecture", "augmentation", "mean_f1", "mean_roc_a
 
 
 def model_table(summary: dict) -> pd.DataFrame:
-    """One row per model (architecture/augmentation): mean F1 and ROC AUC over cytokines, cytokines predicted."""
+    """One row per model (architecture/augmentation): mean F1 and ROC AUC over cytokines, n predicted."""
     rows = [
         {"model": m, "architecture": m.split("/")[0], "augmentation": m.split("/")[1], **v}
         for m, v in (summary.get("models") or {}).items()
@@ -207,7 +207,8 @@ def run(
     summary = summarize(scores, p, n_kept, len(result.failures))
     model_table(summary).to_csv(reports / "models.csv", index=False)
     pd.DataFrame(
-        [{"cytokine": c, **v} for c, v in summary["best_per_cytokine"].items()], columns=["cytokine", "model", "f1"]
+        [{"cytokine": c, **v} for c, v in summary["best_per_cytokine"].items()],
+        columns=["cytokine", "model", "f1"],
     ).to_csv(reports / "best_per_cytokine.csv", index=False)
     metrics.parent.mkdir(parents=True, exist_ok=True)
     metrics.write_text(json.dumps(headline(summary), indent=2) + "\n")
@@ -242,7 +243,9 @@ def summary_command(
     models: Path = typer.Option(
         Path("reports/models.csv"), "--models", help="models.csv written by `cytoops evaluate`."
     ),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params.yaml (evaluate.f1_cutoff)."),
+    params_file: Path = typer.Option(
+        Path("params.yaml"), "--params", help="params.yaml (evaluate.f1_cutoff)."
+    ),
 ) -> None:
     """Print the evaluation summary as a table: kept cytokines, best model, cytokines each model predicts."""
     for path in (metrics, models):

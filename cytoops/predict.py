@@ -99,7 +99,7 @@ def _champions(client, cytokines: list[str]) -> list[Champion]:
         except tracking.TrackingError:
             if cytokines:
                 raise
-            continue  # a registered model without a champion or best-cnn version is skipped when not asked for
+            continue  # a model with neither a champion nor a best-cnn version: skipped when not asked for
         if info["note"]:
             typer.echo(f"note: {info['note']}", err=True)
         if not info["channels"] or not info["image_size"]:

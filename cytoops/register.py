@@ -1,10 +1,10 @@
 """register: each kept cytokine's best CNN in the MLflow model registry, its champion, `cytoops best-model`.
 
 The best CNN of a cytokine is its CNN (wide_cnn or deep_cnn, any augmentation) with the highest mean
-cross-validated F1. Cross-validation kept no model (each fold's model saw half the wells), so it is refit on all
-the cytokine's balanced wells, with its augmentation's views and the epoch count its folds chose (the median
-best epoch, rounded up: the refit sees more wells than a fold did), then logged in the nested run of its
-(architecture, augmentation) as a pyfunc that answers P(responder) for raw thumbnails (`cytoops.serving`),
+cross-validated F1. Cross-validation kept no model (each fold's model saw half the wells), so it is refit on
+all the cytokine's balanced wells, with its augmentation's views and the epoch count its folds chose (the
+median best epoch, rounded up: the refit sees more wells than a fold did), then logged in the nested run of
+its (architecture, augmentation) as a pyfunc that answers P(responder) for raw thumbnails (`cytoops.serving`),
 registered as `cytoops-<slug>` and given the alias `best-cnn` (by default only when its CV F1 is at least the
 current best-cnn's on the same data version: `tracking.promote`). Only a cytokine the verdict called
 predictable (reports/predictable.csv) also gets the alias `champion` on that version; a `champion` left on a
@@ -240,7 +240,7 @@ def _alias_version(client, name: str, alias: str):
 
 def register_version(info, cytokine: str, tags: dict, promote: str, predictable: bool) -> dict:
     """Register a logged model as `cytoops-<slug>`; move the alias `best-cnn` to it when `promote` allows;
-    `champion` follows `best-cnn` when the verdict called the cytokine predictable, and is removed when not."""
+    `champion` follows `best-cnn` when the verdict called the cytokine predictable, else it is removed."""
     import mlflow
 
     client = mlflow.MlflowClient()
@@ -273,7 +273,9 @@ def register_version(info, cytokine: str, tags: dict, promote: str, predictable:
         "promoted": keep is None,
         "predictable": predictable,
         "champion_version": str(best.version) if predictable else None,
-        "champion_removed": str(had_champion.version) if had_champion is not None and not predictable else None,
+        "champion_removed": str(had_champion.version)
+        if had_champion is not None and not predictable
+        else None,
         "model_uri": info.model_uri,
     }
 
@@ -324,7 +326,7 @@ def register(
         "pipeline_run_id": tracked.run_id,
         "log_models": mode,
         "registered": [],  # every kept cytokine's best CNN, alias best-cnn
-        "champions": [],  # the cytokines whose best CNN is also @champion (the verdict called them predictable)
+        "champions": [],  # cytokines whose best CNN is also @champion (the verdict called them predictable)
         "not_registered": [
             {"cytokine": c, "reason": "no CNN was cross-validated on it (train.architectures)"}
             for c in kept
@@ -612,7 +614,7 @@ def command(
     verdict: Path = typer.Option(
         Path("reports/predictable.csv"),
         "--verdict",
-        help="The verdict's predictable.csv (cytokine, predictable): only predictable cytokines get @champion.",
+        help="The verdict's predictable.csv (cytokine, predictable): only predictable ones get @champion.",
     ),
     data_dvc: Path = typer.Option(
         Path("data.dvc"), "--data-dvc", help="The .dvc file of the data (its md5 is a tag)."

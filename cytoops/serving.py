@@ -4,10 +4,11 @@
 (`ThumbnailModel`) around the trained Keras CNN (an artifact, `model.keras`). It takes the thumbnails as a
 plate holds them, raw (uint16 or float, the values a TIFF holds), with every channel of the training plate in
 its order, shaped (N, C, H, W) or (N, H, W, C) (one image without N also works), any square size; it resizes
-them to the model's size as wrangle does (area averaging to shrink, linear to enlarge), scales each channel with
-the training plate's constants (its 0.1th and 99.9th percentiles -> 0 and 1, stored with the model; the median
-over plates when it was trained on several), keeps the channels the CNN saw, and returns one row per image with
-`p_responder`. `cytoops predict` scales a whole new plate by its own percentiles instead (`probabilities`).
+them to the model's size as wrangle does (area averaging to shrink, linear to enlarge), scales each channel
+with the training plate's constants (its 0.1th and 99.9th percentiles -> 0 and 1, stored with the model; the
+median over plates when it was trained on several), keeps the channels the CNN saw, and returns one row per
+image with `p_responder`. `cytoops predict` scales a whole new plate by its own percentiles instead
+(`probabilities`).
 
 `recipe` and `to_model_input` are the pure core; `ThumbnailModel` is the MLflow edge.
 """
@@ -47,10 +48,14 @@ def recipe(scaling: pd.DataFrame, plate_channels, channels, image_size: int) -> 
     """A Recipe from wrangle's scaling table (one row per plate and channel): the median over plates."""
     plate_channels = tuple(plate_channels)
     if scaling.empty:
-        raise ValueError("wrangle wrote no scaling constants (scaling.csv): rerun wrangle (dvc repro -f wrangle)")
+        raise ValueError(
+            "wrangle wrote no scaling constants (scaling.csv): rerun wrangle (dvc repro -f wrangle)"
+        )
     missing = [c for c in channels if c not in plate_channels]
     if missing:
-        raise ValueError(f"the CNN's channels {missing} are not among the plate's channels {list(plate_channels)}")
+        raise ValueError(
+            f"the CNN's channels {missing} are not among the plate's channels {list(plate_channels)}"
+        )
     med = scaling.groupby("channel")[["lo", "hi"]].median()
     absent = [c for c in plate_channels if c not in med.index]
     if absent:

@@ -24,7 +24,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import math
 import os
 import random
 import re
@@ -511,7 +510,9 @@ def resume(tracked: Tracked, stage: str) -> Iterator[Tracked]:
 # ---- what gets logged --------------------------------------------------------------------------------------
 
 
-def model_metrics(means: pd.DataFrame, architecture: str, augmentation: str, f1_cutoff: float) -> dict[str, float]:
+def model_metrics(
+    means: pd.DataFrame, architecture: str, augmentation: str, f1_cutoff: float
+) -> dict[str, float]:
     """Per-model metrics, the same names in every nested run (the chart view compares them as they are):
     f1_<slug> and roc_auc_<slug> per cytokine; mean_f1 and mean_roc_auc over cytokines; n_predicted, the
     cytokines with F1 >= evaluate.f1_cutoff."""
@@ -532,8 +533,8 @@ def model_metrics(means: pd.DataFrame, architecture: str, augmentation: str, f1_
 
 def headline_metrics(means: pd.DataFrame, predictable: pd.DataFrame | None) -> tuple[dict[str, float], dict]:
     """The parent run's headline: cytokines predictable (from the verdict, when it ran), the best family
-    (architecture with the highest median over cytokines of its best augmentation's ROC AUC, a tag), the median
-    over cytokines of the best model's ROC AUC and mean F1. Returns (metrics, tags)."""
+    (the architecture with the highest median over cytokines of its best augmentation's ROC AUC, a tag), the
+    median over cytokines of the best model's ROC AUC and mean F1. Returns (metrics, tags)."""
     metrics: dict[str, float] = {}
     tags: dict[str, str] = {}
     if predictable is not None and "predictable" in predictable.columns:

@@ -524,8 +524,8 @@ def cross_validate(
     parts: list[dict[str, list]] = []
     units_per_task = params.folds * len(inputs.strategies)
     n_fits = len(tasks) * units_per_task
-    # the bar advances by each task's expected cost, not by its count of fits (the CNN tasks used to run first,
-    # so counting fits made the first estimate of the time left many times too long); the fits are counted after
+    # the bar advances by each task's expected cost, not by its count of fits (the CNN tasks used to run
+    # first, so counting fits made the first estimate of the time left many times too long)
     bar = tqdm(
         total=sum(task_cost(t) for t in tasks),
         desc="train",

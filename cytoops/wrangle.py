@@ -241,7 +241,9 @@ def load(out: Path) -> Wrangled:
         labels=pd.read_csv(out / "labels.csv"),
         cytokines=pd.read_csv(out / "cytokines.csv", keep_default_na=False),
         embeddings=pd.read_csv(out / "embeddings.csv").drop(columns=["plate", "well"]),
-        scaling=load_scaling(out) if (out / "scaling.csv").is_file() else pd.DataFrame(columns=SCALING_COLUMNS),
+        scaling=load_scaling(out)
+        if (out / "scaling.csv").is_file()
+        else pd.DataFrame(columns=SCALING_COLUMNS),
     )
 
 

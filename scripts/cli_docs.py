@@ -1,7 +1,7 @@
 """Write docs/cli.md from the typer app: every command's --help, as `cytoops <command> --help` prints it.
 
-    python scripts/cli_docs.py            # rewrite docs/cli.md
-    python scripts/cli_docs.py --check    # exit 1 when docs/cli.md is not what the app says (tests run this)
+python scripts/cli_docs.py            # rewrite docs/cli.md
+python scripts/cli_docs.py --check    # exit 1 when docs/cli.md is not what the app says (tests run this)
 """
 
 from __future__ import annotations

@@ -108,7 +108,13 @@ def latest_pipeline(store: str, experiment: str) -> tuple[str, str]:
 def charts(metrics: list[str]) -> str:
     """The chart view's layout (MLflow's `compareRunCharts` URL state): one bar chart per metric."""
     cards = [
-        {"type": "BAR", "uuid": f"cytoops-{m}", "metricKey": m, "metricSectionId": "cytoops", "deleted": False}
+        {
+            "type": "BAR",
+            "uuid": f"cytoops-{m}",
+            "metricKey": m,
+            "metricSectionId": "cytoops",
+            "deleted": False,
+        }
         for m in metrics
     ]
     return base64.b64encode(json.dumps(cards).encode()).decode()
@@ -117,7 +123,9 @@ def charts(metrics: list[str]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", type=Path, default=REPO / "reports" / "index.html")
-    parser.add_argument("--store", default=None, help="tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    parser.add_argument(
+        "--store", default=None, help="tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)"
+    )
     parser.add_argument("--experiment", default="cytoops")
     parser.add_argument("--out", type=Path, default=REPO / "docs")
     args = parser.parse_args()

@@ -150,7 +150,14 @@ def test_summarize_with_a_high_cutoff_predicts_nothing(predictions_and_fits):
 
 
 def test_summary_lines_rank_the_models():
-    head = {"n_kept": 2, "n_predicted": 1, "n_failed": 0, "best_model": "b/none", "best_f1": 0.5, "best_auc": 0.6}
+    head = {
+        "n_kept": 2,
+        "n_predicted": 1,
+        "n_failed": 0,
+        "best_model": "b/none",
+        "best_f1": 0.5,
+        "best_auc": 0.6,
+    }
     models = pd.DataFrame(
         [
             {"model": "a/none", "mean_f1": 0.9, "mean_roc_auc": 0.8, "n_predicted": 0},

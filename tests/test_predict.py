@@ -89,7 +89,9 @@ def test_run_registers_champions_that_score_a_second_plate(wide_plate, tmp_path,
     assert "IL-6" in result.output and "F1" in result.output
     for cytokine in set(registered) - called:  # scored by its best CNN, and said so
         assert f"{registered[cytokine]['registered_model']} has no @champion" in result.output
-    assert set(table.model) == {f"{c['registered_model']}/{c['best_cnn_version']}" for c in registered.values()}
+    assert set(table.model) == {
+        f"{c['registered_model']}/{c['best_cnn_version']}" for c in registered.values()
+    }
 
     # a plate without cytokines.csv, one cytokine asked for by its slug: probabilities only, no F1 file
     out = tmp_path / "pred" / "blind.csv"

@@ -1,5 +1,5 @@
-"""The registry: best CNNs refit, logged as pyfuncs, registered as cytoops-<slug>@best-cnn, @champion only when
-the verdict calls the cytokine predictable; `best-model`; the served model's answer; the ViT loader.
+"""The registry: best CNNs refit, logged as pyfuncs, registered as cytoops-<slug>@best-cnn, @champion only
+when the verdict calls the cytokine predictable; `best-model`; the served model's answer; the ViT loader.
 
 Real wrangle and augment outputs of a small plate, synthetic cross-validation results (so that the champion
 of each cytokine is known), the real evaluate, track and register stages, a real SQLite store."""
@@ -175,33 +175,31 @@ def track_and_register(paths: dict[str, Path], *extra: str) -> dict:
 
 def register_args(paths: dict[str, Path], *extra: str) -> list:
     w, root = paths["work"], paths["root"]
-    return (
-        [
-            "register",
-            "--run",
-            w / "track" / "run.json",
-            "--trained",
-            w / "train",
-            "--wrangled",
-            w / "wrangle",
-            "--views",
-            w / "augment" / "views.npz",
-            "--features",
-            w / "features" / "vit.npz",
-            "--scores",
-            paths["reports"] / "f1_per_cytokine.csv",
-            "--verdict",
-            paths["reports"] / "predictable.csv",
-            "--data-dvc",
-            root / "data.dvc",
-            "--out",
-            w / "register" / "registered.json",
-            "--params",
-            REPO / "params.yaml",
-            *SETS,
-            *extra,
-        ]
-    )
+    return [
+        "register",
+        "--run",
+        w / "track" / "run.json",
+        "--trained",
+        w / "train",
+        "--wrangled",
+        w / "wrangle",
+        "--views",
+        w / "augment" / "views.npz",
+        "--features",
+        w / "features" / "vit.npz",
+        "--scores",
+        paths["reports"] / "f1_per_cytokine.csv",
+        "--verdict",
+        paths["reports"] / "predictable.csv",
+        "--data-dvc",
+        root / "data.dvc",
+        "--out",
+        w / "register" / "registered.json",
+        "--params",
+        REPO / "params.yaml",
+        *SETS,
+        *extra,
+    ]
 
 
 def test_best_cnns_are_registered_and_only_predictable_ones_are_champions(wide_plate, tmp_path, store):

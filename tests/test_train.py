@@ -592,8 +592,8 @@ def test_initial_weights_are_seeded_and_shaped_as_keras_draws_them(architecture)
 
 def test_the_progress_bar_advances_by_expected_cost_and_counts_fits(monkeypatch, capsys):
     """Tasks run round-robin over architectures, costliest first within each; the bar moves by each task's
-    expected cost (architecture x wells), so its rate, and the time left it shows, stay steady; the postfix still
-    counts fits."""
+    expected cost (architecture x wells), so its rate, and the time left it shows, stay steady; the postfix
+    still counts fits."""
     inputs, params = synthetic_inputs(), fast_params(architectures=("wide_cnn", "deep_cnn"))
     tasks, _, _ = train.plan(inputs, params)
     deep = next(t for t in tasks if t.architecture == "deep_cnn")
