@@ -7,8 +7,8 @@ A developer tool, not a test (CI needs no browser): it needs Chromium (Debian: `
 starts `mlflow ui` on 127.0.0.1 (a free port, stopped at the end), and writes
 
 - docs/report.png: the top of reports/index.html;
-- docs/mlflow_runs.png: the experiment's runs, the latest pipeline run's nested runs (one per architecture x
-  augmentation) in the chart view, mean F1 and mean ROC AUC side by side.
+- docs/mlflow_runs.png: MLflow's "Compare runs" page of the latest pipeline run's nested runs (one per
+  architecture x augmentation): their params and metrics side by side.
 
 Look at the PNGs before committing them.
 """
@@ -16,10 +16,10 @@ Look at the PNGs before committing them.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -71,8 +71,11 @@ def free_port() -> int:
 def start_ui(store: str, port: int) -> subprocess.Popen:
     mlflow = Path(sys.executable).parent / "mlflow"
     cmd = [str(mlflow), "ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port)]
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
+    # its own process group: `mlflow ui` starts uvicorn workers, stopped with it (stop_ui)
+    server = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
@@ -82,8 +85,16 @@ def start_ui(store: str, port: int) -> subprocess.Popen:
             time.sleep(0.5)
         if server.poll() is not None:
             raise SystemExit(f"mlflow ui exited with status {server.returncode}")
-    server.terminate()
-    raise SystemExit("mlflow ui did not answer within 60 s")
+    stop_ui(server)
+    raise SystemExit("mlflow ui did not answer within 180 s")
+
+
+def stop_ui(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
 
 
 def latest_pipeline(store: str, experiment: str) -> tuple[str, str]:
@@ -105,19 +116,14 @@ def latest_pipeline(store: str, experiment: str) -> tuple[str, str]:
     return exp.experiment_id, runs[0].info.run_id
 
 
-def charts(metrics: list[str]) -> str:
-    """The chart view's layout (MLflow's `compareRunCharts` URL state): one bar chart per metric."""
-    cards = [
-        {
-            "type": "BAR",
-            "uuid": f"cytoops-{m}",
-            "metricKey": m,
-            "metricSectionId": "cytoops",
-            "deleted": False,
-        }
-        for m in metrics
-    ]
-    return base64.b64encode(json.dumps(cards).encode()).decode()
+def children(store: str, parent: str) -> list[str]:
+    """The nested runs of a pipeline run (one per architecture x augmentation), by name."""
+    import mlflow
+
+    client = mlflow.MlflowClient(store)
+    experiment = client.get_run(parent).info.experiment_id
+    runs = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    return [r.info.run_id for r in sorted(runs, key=lambda r: r.info.run_name or "")]
 
 
 def main() -> int:
@@ -140,18 +146,12 @@ def main() -> int:
     port = free_port()
     server = start_ui(store, port)
     try:
-        query = urllib.parse.urlencode(
-            {
-                "compareRunsMode": "CHART",
-                "searchFilter": f"tags.mlflow.parentRunId = '{parent}'",
-                "compareRunCharts": charts(["mean_f1", "mean_roc_auc"]),
-            }
-        )
-        url = f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?{query}"
-        shoot(url, args.out / "mlflow_runs.png", 1400, 900, 20000)
+        runs = json.dumps(children(store, parent))
+        query = urllib.parse.urlencode({"runs": runs, "experiments": json.dumps([experiment_id])})
+        url = f"http://127.0.0.1:{port}/#/compare-runs?{query}"
+        shoot(url, args.out / "mlflow_runs.png", 1800, 1000, 90000)
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        stop_ui(server)
     return 0
 
 
