@@ -443,3 +443,25 @@ def test_mlproject_main_declares_every_param_with_the_params_yaml_default():
         s.replace("[wide_cnn,deep_cnn,vit_linear,vit_240k,vit_500k]", "[wide_cnn,deep_cnn]") for s in sets
     ]
     assert params.load(REPO / "params.yaml", sets).train.architectures == ("wide_cnn", "deep_cnn")
+
+
+def test_the_parent_runs_headline_comes_from_the_verdict_and_the_per_cytokine_table():
+    means = pd.DataFrame(
+        {
+            "architecture": ["wide_cnn", "wide_cnn", "vit_linear", "vit_linear"],
+            "augmentation": ["none", "none", "none", "none"],
+            "cytokine": ["IL-6", "TNF", "IL-6", "TNF"],
+            "f1": [0.8, 0.4, 0.6, 0.7],
+            "roc_auc": [0.9, 0.5, 0.6, 0.95],
+        }
+    )
+    verdict = pd.DataFrame({"cytokine": ["IL-6", "TNF"], "predictable": [True, False]})
+    metrics, tags = tracking.headline_metrics(means, verdict)
+    assert metrics["n_predictable"] == 1 and tags["predictable"] == "IL-6"
+    assert metrics["median_best_roc_auc"] == pytest.approx((0.9 + 0.95) / 2)
+    assert metrics["median_best_f1"] == pytest.approx((0.8 + 0.7) / 2)
+    # wide_cnn: median of (0.9, 0.5) = 0.7; vit_linear: median of (0.6, 0.95) = 0.775
+    assert tags["best_family"] == "vit_linear"
+    assert metrics["best_family_median_roc_auc"] == pytest.approx(0.775)
+    metrics, tags = tracking.headline_metrics(means, None)  # no verdict: no call counted
+    assert "n_predictable" not in metrics and "predictable" not in tags
