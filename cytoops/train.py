@@ -424,6 +424,11 @@ def _worker_init(inputs: Inputs, params: TrainParams) -> None:
 _WORKER: dict = {}  # per worker process, set once by _worker_init
 
 
+def _worker_pid() -> int:
+    time.sleep(0.1)  # long enough for another idle worker to take the next one
+    return os.getpid()
+
+
 def _worker_run(task: Task) -> dict[str, list]:
     return run_task(task, _WORKER["inputs"], _WORKER["params"], _WORKER["fitter"], _WORKER["sources"])
 
@@ -563,7 +568,9 @@ def cross_validate(
         with ProcessPoolExecutor(
             workers, mp_context=context, initializer=_worker_init, initargs=(inputs, params)
         ) as pool:
-            pool.submit(int).result()  # a worker is up (TensorFlow imported, inputs loaded) ...
+            seen: set[int] = set()  # every worker is up (TensorFlow imported, inputs loaded) ...
+            while len(seen) < workers:
+                seen |= {f.result() for f in [pool.submit(_worker_pid) for _ in range(workers)]}
             bar.unpause()  # ... and the time left counts from here, not from the start-up
             futures = {pool.submit(_worker_run, task): task for task in todo}
             for future in as_completed(futures):
