@@ -1,6 +1,8 @@
 """evaluate: out-of-fold predictions -> per-fold scores, a summary, and the study's figures.
 
-`score` and `summarize` are the pure core; `figures` draws; `command` does the I/O.
+`score`, `summarize`, `headline` and `model_table` are the pure core; `figures` draws; `command` does the I/O.
+The metrics file (metrics/summary.json) holds a handful of headline numbers, so `dvc exp show` stays narrow;
+the per-model and per-cytokine tables go to CSV in reports/ (DVC plots compare them across experiments).
 """
 
 from __future__ import annotations
@@ -82,6 +84,31 @@ def summarize(scores: pd.DataFrame, p: EvaluateParams, n_kept: int, n_failed: in
     }
 
 
+def headline(summary: dict) -> dict:
+    """The few numbers of metrics/summary.json: what `dvc exp show` and `dvc exp diff` compare."""
+    best = (summary.get("models") or {}).get(summary.get("best_model") or "", {})
+    return {
+        "n_kept": summary["n_cytokines_kept"],
+        "n_predicted": summary["n_cytokines_predicted_by_any"],
+        "n_failed": summary["n_failed_fits"],
+        "best_model": summary["best_model"],
+        "best_f1": best.get("mean_f1"),
+        "best_auc": best.get("mean_roc_auc"),
+    }
+
+
+MODEL_COLUMNS = ["model", "architecture", "augmentation", "mean_f1", "mean_roc_auc", "n_predicted"]
+
+
+def model_table(summary: dict) -> pd.DataFrame:
+    """One row per model (architecture/augmentation): mean F1 and ROC AUC over cytokines, n predicted."""
+    rows = [
+        {"model": m, "architecture": m.split("/")[0], "augmentation": m.split("/")[1], **v}
+        for m, v in (summary.get("models") or {}).items()
+    ]
+    return pd.DataFrame(rows, columns=MODEL_COLUMNS)
+
+
 def figures(scores: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Path]:
     """The study's Figure 5 (F1 by augmentation), Figure 6 (by architecture) and learning curves, as PNG."""
     import matplotlib
@@ -157,17 +184,17 @@ def best_curve(means: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     return curves.loc[pick, columns]
 
 
-def summary_lines(summary: dict) -> list[str]:
+def summary_lines(head: dict, models: pd.DataFrame, f1_cutoff: float) -> list[str]:
     """The short table `make demo` prints: kept cytokines, best model, cytokines each model predicts."""
     lines = [
-        f"cytokines kept: {summary['n_cytokines_kept']}; "
-        f"predicted (F1 >= {summary['f1_cutoff']}) by some model: "
-        f"{summary['n_cytokines_predicted_by_any']}; best model: {summary['best_model']}",
+        f"cytokines kept: {head['n_kept']}; predicted (F1 >= {f1_cutoff}) by some model: "
+        f"{head['n_predicted']}; best model: {head['best_model']}",
         f"{'model':<24} {'mean F1':>8} {'mean AUC':>9} {'predicted':>10}",
     ]
-    ranked = sorted(summary["models"].items(), key=lambda kv: (-kv[1]["n_predicted"], -kv[1]["mean_f1"]))
+    ranked = models.sort_values(["n_predicted", "mean_f1"], ascending=[False, False])
     lines += [
-        f"{m:<24} {v['mean_f1']:>8.3f} {v['mean_roc_auc']:>9.3f} {v['n_predicted']:>10}" for m, v in ranked
+        f"{r.model:<24} {r.mean_f1:>8.3f} {r.mean_roc_auc:>9.3f} {int(r.n_predicted):>10}"
+        for r in ranked.itertuples()
     ]
     return lines
 
@@ -187,8 +214,13 @@ def run(
     figures(scores, result.curves, reports)
     n_kept = len(wrangle_mod.kept_cytokines(cytokines))
     summary = summarize(scores, p, n_kept, len(result.failures))
+    model_table(summary).to_csv(reports / "models.csv", index=False)
+    pd.DataFrame(
+        [{"cytokine": c, **v} for c, v in summary["best_per_cytokine"].items()],
+        columns=["cytokine", "model", "f1"],
+    ).to_csv(reports / "best_per_cytokine.csv", index=False)
     metrics.parent.mkdir(parents=True, exist_ok=True)
-    metrics.write_text(json.dumps(summary, indent=2) + "\n")
+    metrics.write_text(json.dumps(headline(summary), indent=2) + "\n")
     typer.echo(
         f"evaluate: best model {summary['best_model']}; {summary['n_cytokines_predicted_by_any']} of "
         f"{summary['n_cytokines_kept']} kept cytokines reach F1 >= {p.f1_cutoff} with some model -> {reports}"
@@ -218,11 +250,19 @@ def summary_command(
     metrics: Path = typer.Argument(
         Path("metrics/summary.json"), help="summary.json written by `cytoops evaluate`."
     ),
+    models: Path = typer.Option(
+        Path("reports/models.csv"), "--models", help="models.csv written by `cytoops evaluate`."
+    ),
+    params_file: Path = typer.Option(
+        Path("params.yaml"), "--params", help="params.yaml (evaluate.f1_cutoff)."
+    ),
 ) -> None:
     """Print the evaluation summary as a table: kept cytokines, best model, cytokines each model predicts."""
-    if not metrics.is_file():
-        raise ValueError(f"{metrics} does not exist: run `dvc repro` (or `cytoops evaluate`) first")
-    for line in summary_lines(json.loads(metrics.read_text())):
+    for path in (metrics, models):
+        if not path.is_file():
+            raise ValueError(f"{path} does not exist: run `dvc repro` (or `cytoops evaluate`) first")
+    cutoff = params_mod.load(params_file if params_file.is_file() else None, []).evaluate.f1_cutoff
+    for line in summary_lines(json.loads(metrics.read_text()), pd.read_csv(models), cutoff):
         typer.echo(line)
     verdict_file = metrics.with_name("verdict.json")  # written by the verdict stage, when it ran
     if verdict_file.is_file():

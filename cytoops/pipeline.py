@@ -98,6 +98,7 @@ def command(
                 out / "augment" / "views.npz",
                 out / "features" / "vit.npz",
                 out / "reports" / "f1_per_cytokine.csv",
+                out / "reports" / "predictable.csv",
                 out / "register" / "registered.json",
                 p,
                 data_version=tracking.data_version(data_dvc),

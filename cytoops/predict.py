@@ -1,8 +1,9 @@
 """predict: score the wells of new plates with the registered champions (the study's "test on data from
 another experiment before deploying").
 
-Each champion is loaded from the registry (`models:/cytoops-<slug>@champion`) and reads the plate as it was
-trained: thumbnails resized to its image size, scaled per plate and channel as wrangle scales them
+Each champion is loaded from the registry (`models:/cytoops-<slug>@champion`; a cytokine without one, which
+the verdict did not call predictable, falls back to its best CNN `@best-cnn`, with a note) and reads the plate
+as it was trained: thumbnails resized to its image size, scaled per plate and channel as wrangle scales them
 (`wrangle.normalize_images`), its channels in its order. A plate needs no cytokines.csv; where it has one, the
 readouts are binarized with the champion's wrangle method and threshold and F1 is reported per cytokine.
 
@@ -20,7 +21,7 @@ import typer
 
 from cytoops import evaluate, tracking, wrangle
 from cytoops.plate import Plate, read_data, slugify
-from cytoops.register import ALIAS, champion, probability, registered_names
+from cytoops.register import champion, probability, registered_names
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Champion:
     cytokine: str
     registered_model: str
     version: str
+    alias: str
     channels: tuple[str, ...]
     image_size: int
     method: str
@@ -97,7 +99,9 @@ def _champions(client, cytokines: list[str]) -> list[Champion]:
         except tracking.TrackingError:
             if cytokines:
                 raise
-            continue  # a registered model without a champion version is skipped when not asked for
+            continue  # a model with neither a champion nor a best-cnn version: skipped when not asked for
+        if info["note"]:
+            typer.echo(f"note: {info['note']}", err=True)
         if not info["channels"] or not info["image_size"]:
             raise tracking.TrackingError(
                 f"{info['registered_model']} v{info['version']} has no channels/image_size tags"
@@ -107,6 +111,7 @@ def _champions(client, cytokines: list[str]) -> list[Champion]:
                 info["cytokine"],
                 info["registered_model"],
                 info["version"],
+                info["alias"],
                 tuple(info["channels"]),
                 int(info["image_size"]),
                 info["wrangle_method"] or "threshold",
@@ -120,15 +125,23 @@ def _champions(client, cytokines: list[str]) -> list[Champion]:
     return out
 
 
-def _load_champion(ch: Champion):
-    """The champion's Keras model; a TrackingError (one line) when the registry's copy cannot be loaded."""
+def load_scorer(ch: Champion):
+    """P(responder) for inputs made by `plate_inputs`, from a registered model: the CNN inside the pyfunc
+    `register` logs (the plate scaled by its own percentiles, not the training plate's), or a Keras model
+    registered before the pyfunc existed (its two logits). A TrackingError (one line) when the registry's
+    copy cannot be loaded."""
     import mlflow
 
+    uri = f"models:/{ch.registered_model}@{ch.alias}"
     try:
-        return mlflow.keras.load_model(f"models:/{ch.registered_model}@{ALIAS}")
+        flavors = mlflow.models.get_model_info(uri).flavors
+        if "keras" in flavors:
+            model = mlflow.keras.load_model(uri)
+            return lambda x: probability(np.asarray(model.predict(x, verbose=0, batch_size=256)))
+        return mlflow.pyfunc.load_model(uri).unwrap_python_model().probabilities
     except Exception as err:  # noqa: BLE001 - Keras/MLflow raise many types for a broken model; one line here
         raise tracking.TrackingError(
-            f"{ch.registered_model} v{ch.version} (alias {ALIAS}) cannot be loaded "
+            f"{ch.registered_model} v{ch.version} (alias {ch.alias}) cannot be loaded "
             f"({type(err).__name__}: {' '.join(str(err).split())[:300]}); fix: register a model again "
             f"(cytoops run, or dvc repro) or move the alias to a version that loads"
         ) from None
@@ -156,10 +169,9 @@ def command(
             plates_by_size[ch.image_size] = read_data(
                 data_dir, image_size=ch.image_size, require_readouts=False
             )
-        model = _load_champion(ch)
+        scorer = load_scorer(ch)
         for plate in plates_by_size[ch.image_size]:
-            x = plate_inputs(plate, ch.channels)
-            prob = probability(np.asarray(model.predict(x, verbose=0, batch_size=256)))
+            prob = scorer(plate_inputs(plate, ch.channels))
             labels, _ = labels_for(plate, ch.cytokine, ch.method, ch.threshold)
             frames.append(
                 pd.DataFrame(

@@ -1,13 +1,16 @@
-"""register: each kept cytokine's champion in the MLflow model registry, and `cytoops best-model`.
+"""register: each kept cytokine's best CNN in the MLflow model registry, its champion, `cytoops best-model`.
 
-The champion of a cytokine is its best CNN (wide_cnn or deep_cnn, any augmentation) by mean cross-validated
-F1. Cross-validation kept no model (each fold's model saw half the wells), so the champion is refit on all the
-cytokine's balanced wells, with its augmentation's views and the epoch count its folds chose (the median best
-epoch, rounded up: the refit sees more wells than a fold did), then logged with `mlflow.keras.log_model` in
-the nested run of its (architecture, augmentation), registered as `cytoops-<slug>` and given the alias
-`champion` (by default only when its CV F1 is at least the current champion's on the same data version:
-`tracking.promote`). `tracking.log_models: all` also refits and logs every other model; a ViT model is logged
-as its trained head with a reference to its backbone (`load_vit` puts them together); `none` logs none.
+The best CNN of a cytokine is its CNN (wide_cnn or deep_cnn, any augmentation) with the highest mean
+cross-validated F1. Cross-validation kept no model (each fold's model saw half the wells), so it is refit on
+all the cytokine's balanced wells, with its augmentation's views and the epoch count its folds chose (the
+median best epoch, rounded up: the refit sees more wells than a fold did), then logged in the nested run of
+its (architecture, augmentation) as a pyfunc that answers P(responder) for raw thumbnails (`cytoops.serving`),
+registered as `cytoops-<slug>` and given the alias `best-cnn` (by default only when its CV F1 is at least the
+current best-cnn's on the same data version: `tracking.promote`). Only a cytokine the verdict called
+predictable (reports/predictable.csv) also gets the alias `champion` on that version; a `champion` left on a
+cytokine the verdict no longer calls predictable is removed, and the command says so. `tracking.log_models:
+all` also refits and logs every other model; a ViT model is logged as its trained head with a reference to its
+backbone (`load_vit` puts them together); `none` logs none.
 
 `choose_champions` and `refit` are the core (no MLflow); the rest is the edge.
 """
@@ -33,8 +36,9 @@ from cytoops.tracking import TrackingError, retry
 
 CNNS = ("wide_cnn", "deep_cnn")
 PREFIX = "cytoops-"
-ALIAS = "champion"
-OUTPUT = "logits of (not responder, responder): P(responder) = softmax(logits)[:, 1]"
+ALIAS = "champion"  # the best CNN of a cytokine the verdict called predictable
+BEST_ALIAS = "best-cnn"  # the best CNN of every kept cytokine, predictable or not
+OUTPUT = "P(responder) per thumbnail (column p_responder), from raw thumbnails (cytoops.serving)"
 
 
 def model_name(cytokine: str) -> str:
@@ -63,6 +67,26 @@ def choose_champions(means: pd.DataFrame, fits: pd.DataFrame, kept, default_epoc
             for r in best.itertuples()
         ]
     )
+
+
+def read_verdict(path: Path) -> dict[str, bool]:
+    """Cytokine -> predictable, from the verdict's reports/predictable.csv (columns cytokine, predictable:
+    True/False)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist: run the verdict stage (dvc repro verdict) first")
+    table = pd.read_csv(path, keep_default_na=False, dtype=str)
+    missing = [c for c in ("cytokine", "predictable") if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path} has no column {', '.join(missing)}: expected cytokine, predictable")
+    values = table.predictable.str.strip().str.lower()
+    bad = table.cytokine[~values.isin(["true", "false"])]
+    if len(bad):
+        raise ValueError(
+            f"{path}: predictable must be True or False; cytokine {bad.iloc[0]} has "
+            f"{table.predictable[bad.index[0]]!r}"
+        )
+    return dict(zip(table.cytokine, values.eq("true"), strict=True))
 
 
 def all_models(means: pd.DataFrame, fits: pd.DataFrame, kept, default_epochs: int) -> pd.DataFrame:
@@ -181,20 +205,50 @@ def log_keras_model(model, *, name: str, example: np.ndarray, meta: dict, params
             keras.config.enable_interactive_logging()
 
 
-def register_version(info, cytokine: str, tags: dict, promote: str) -> dict:
-    """Register a logged model as `cytoops-<slug>`; move the alias `champion` to it when `promote` allows."""
-    import mlflow
+def log_cnn_model(model, *, name: str, recipe, meta: dict, params: dict, tags: dict):
+    """Log a trained CNN in the active run as a pyfunc that answers P(responder) for raw thumbnails
+    (`serving.ThumbnailModel`, the Keras model an artifact of it); pinned requirements. No signature: it takes
+    uint16 or float thumbnails in either channel layout (the model's description says how)."""
+    import tempfile
+
+    import mlflow.pyfunc
+
+    from cytoops import serving
+
+    with tempfile.TemporaryDirectory() as folder:
+        keras_file = serving.save_keras(model, Path(folder))
+        return retry(
+            mlflow.pyfunc.log_model,
+            name=name,
+            python_model=serving.ThumbnailModel(recipe),
+            artifacts={serving.KERAS_ARTIFACT: str(keras_file)},
+            pip_requirements=_requirements(),
+            metadata={"cytoops": {**meta, "serving": recipe.as_dict()}},
+            params={k: str(v) for k, v in params.items()},
+            tags={k: str(v) for k, v in tags.items()},
+        )
+
+
+def _alias_version(client, name: str, alias: str):
     from mlflow.exceptions import MlflowException
+
+    try:
+        return retry(client.get_model_version_by_alias, name, alias)
+    except MlflowException:
+        return None
+
+
+def register_version(info, cytokine: str, tags: dict, promote: str, predictable: bool) -> dict:
+    """Register a logged model as `cytoops-<slug>`; move the alias `best-cnn` to it when `promote` allows;
+    `champion` follows `best-cnn` when the verdict called the cytokine predictable, else it is removed."""
+    import mlflow
 
     client = mlflow.MlflowClient()
     name = model_name(cytokine)
-    tags = {k: str(v) for k, v in tags.items()}
+    tags = {k: str(v) for k, v in {**tags, "predictable": str(predictable).lower()}.items()}
     version = retry(mlflow.register_model, info.model_uri, name, tags=tags)
     retry(client.set_registered_model_tag, name, "cytokine", cytokine)
-    try:
-        current = retry(client.get_model_version_by_alias, name, ALIAS)
-    except MlflowException:
-        current = None
+    current = _alias_version(client, name, BEST_ALIAS)
     keep = None
     if promote == "best" and current is not None and current.version != version.version:
         same_data = current.tags.get("data_version") == tags.get("data_version")
@@ -205,13 +259,23 @@ def register_version(info, cytokine: str, tags: dict, promote: str) -> dict:
         if same_data and not math.isnan(theirs) and theirs > float(tags["cv_f1"]):
             keep = current
     if keep is None:
-        retry(client.set_registered_model_alias, name, ALIAS, version.version)
-    champion = keep or version
+        retry(client.set_registered_model_alias, name, BEST_ALIAS, version.version)
+    best = keep or version
+    had_champion = _alias_version(client, name, ALIAS)
+    if predictable:
+        retry(client.set_registered_model_alias, name, ALIAS, best.version)
+    elif had_champion is not None:
+        retry(client.delete_registered_model_alias, name, ALIAS)
     return {
         "registered_model": name,
         "version": str(version.version),
-        "champion_version": str(champion.version),
+        "best_cnn_version": str(best.version),
         "promoted": keep is None,
+        "predictable": predictable,
+        "champion_version": str(best.version) if predictable else None,
+        "champion_removed": str(had_champion.version)
+        if had_champion is not None and not predictable
+        else None,
         "model_uri": info.model_uri,
     }
 
@@ -238,15 +302,18 @@ def register(
     views: Path,
     vit_features: Path | None,
     scores: Path,
+    verdict: Path,
     out: Path,
     p: params_mod.Params,
     *,
     data_version: str = "untracked",
     git_commit: str = "",
 ) -> dict:
-    """Refit, log and register, under the open parent run `tracked`; write the listing to `out`."""
-    from cytoops import models
+    """Refit, log and register, under the open parent run `tracked`; write the listing to `out`. `verdict` is
+    reports/predictable.csv: only its predictable cytokines get the alias `champion`."""
+    from cytoops import models, serving
 
+    predictable = read_verdict(verdict)
     means = wrangle.read_table(scores)
     result = train_mod.load(trained)
     cytokines = wrangle.read_table(Path(wrangled) / "cytokines.csv", empty_is_missing=False)
@@ -258,7 +325,8 @@ def register(
         "experiment": tracked.experiment,
         "pipeline_run_id": tracked.run_id,
         "log_models": mode,
-        "champions": [],
+        "registered": [],  # every kept cytokine's best CNN, alias best-cnn
+        "champions": [],  # cytokines whose best CNN is also @champion (the verdict called them predictable)
         "not_registered": [
             {"cytokine": c, "reason": "no CNN was cross-validated on it (train.architectures)"}
             for c in kept
@@ -266,20 +334,23 @@ def register(
         ],
     }
     todo = all_models(means, result.fits, kept, p.train.epochs) if mode == "all" else champions
+    for cytokine in sorted(set(champions.cytokine) - set(predictable)):
+        typer.echo(f"register: {cytokine} is not in {verdict}: counted not predictable (no @{ALIAS})")
     if mode == "none":
-        listing["champions"] = [
+        listing["registered"] = [
             {
                 "cytokine": r.cytokine,
                 "architecture": r.architecture,
                 "augmentation": r.augmentation,
                 "cv_f1": round(float(r.f1), 4),
+                "predictable": bool(predictable.get(r.cytokine, False)),
                 "registered_model": None,
             }
             for r in champions.itertuples()
         ]
         _write(listing, out)
         typer.echo(
-            f"register: tracking.log_models is none: {len(champions)} champions chosen, none logged -> {out}"
+            f"register: tracking.log_models is none: {len(champions)} best CNNs chosen, none logged -> {out}"
         )
         return listing
     archs = tuple(dict.fromkeys(todo.architecture)) or CNNS[:1]
@@ -289,6 +360,7 @@ def register(
     champion_of = {(r.cytokine, r.architecture, r.augmentation) for r in champions.itertuples()}
     channels = list(p.train.cnn_channels)
     image_size = int(inputs.bank.images.shape[-1])
+    scaling = wrangle.load_scaling(wrangled) if any(models.get(a).kind == "cnn" for a in archs) else None
     cnn_bank = None
     for (architecture, augmentation), group in todo.groupby(["architecture", "augmentation"], sort=True):
         key = f"{architecture}/{augmentation}"
@@ -346,21 +418,25 @@ def register(
                     meta["channels"] = channels
                 else:
                     meta["backbone"] = _vit_meta(inputs, p)
-                info = log_keras_model(
-                    model,
-                    name=f"model-{slug}",
-                    example=example,
-                    meta=meta,
-                    params={"epochs": int(r.epochs), "n_wells": n_wells, "n_images": len(x)},
-                    tags={"cytokine": r.cytokine, "champion_candidate": str(is_champion).lower()},
-                )
+                logged = {
+                    "name": f"model-{slug}",
+                    "meta": meta,
+                    "params": {"epochs": int(r.epochs), "n_wells": n_wells, "n_images": len(x)},
+                    "tags": {"cytokine": r.cytokine, "champion_candidate": str(is_champion).lower()},
+                }
+                if kind == "cnn":
+                    recipe = serving.recipe(scaling, inputs.channels, channels, image_size)
+                    info = log_cnn_model(model, recipe=recipe, **logged)
+                else:
+                    info = log_keras_model(model, example=example, **logged)
                 line = (
                     f"register: {r.cytokine}: {key} (CV F1 {float(r.f1):.3f}), "
                     f"{int(r.epochs)} epochs on {n_wells} wells"
                 )
                 if is_champion:
-                    entry = register_version(info, r.cytokine, tags, p.tracking.promote)
-                    listing["champions"].append(
+                    called = bool(predictable.get(r.cytokine, False))
+                    entry = register_version(info, r.cytokine, tags, p.tracking.promote, called)
+                    listing["registered"].append(
                         {
                             **{
                                 k: tags[k]
@@ -378,14 +454,27 @@ def register(
                             **entry,
                         }
                     )
-                    held = "" if entry["promoted"] else f" (kept v{entry['champion_version']}: higher CV F1)"
+                    held = "" if entry["promoted"] else f" (kept v{entry['best_cnn_version']}: higher CV F1)"
                     line += f" -> {entry['registered_model']} v{entry['version']}" + (
-                        f" @{ALIAS}" if entry["promoted"] else held
+                        f" @{BEST_ALIAS}" if entry["promoted"] else held
                     )
+                    if called:
+                        listing["champions"].append(r.cytokine)
+                        line += f"; predictable: @{ALIAS} = v{entry['champion_version']}"
+                    elif entry["champion_removed"]:
+                        line += (
+                            f"; not predictable: @{ALIAS} removed from v{entry['champion_removed']} "
+                            f"(the verdict no longer calls {r.cytokine} predictable)"
+                        )
+                    else:
+                        line += f"; not predictable: no @{ALIAS}"
                 typer.echo(line)
                 del model
     _write(listing, out)
-    typer.echo(f"register: {len(listing['champions'])} champions registered ({mode}) -> {out}")
+    typer.echo(
+        f"register: {len(listing['registered'])} best CNNs registered (@{BEST_ALIAS}), "
+        f"{len(listing['champions'])} of them @{ALIAS} (predictable) ({mode}) -> {out}"
+    )
     return listing
 
 
@@ -463,21 +552,28 @@ def resolve_name(client, cytokine: str) -> str:
 
 
 def champion(client, cytokine: str) -> dict:
-    """What the registry says about a cytokine's champion."""
-    from mlflow.exceptions import MlflowException
-
+    """What the registry says about a cytokine's champion; when it has none (the verdict did not call it
+    predictable), its best CNN (@best-cnn), with a `note` saying so."""
     name = resolve_name(client, cytokine)
-    try:
-        mv = retry(client.get_model_version_by_alias, name, ALIAS)
-    except MlflowException:
-        raise TrackingError(f"{name} has no version with the alias {ALIAS!r}") from None
+    alias, note = ALIAS, ""
+    mv = _alias_version(client, name, ALIAS)
+    if mv is None:
+        mv = _alias_version(client, name, BEST_ALIAS)
+        if mv is None:
+            raise TrackingError(f"{name} has no version with the alias {ALIAS!r} or {BEST_ALIAS!r}")
+        alias = BEST_ALIAS
+        note = (
+            f"{name} has no @{ALIAS} (the verdict did not call {cytokine} predictable): "
+            f"using its best CNN, @{BEST_ALIAS} (v{mv.version}); its calls may be no better than chance"
+        )
     tags = dict(mv.tags)
     return {
         "cytokine": tags.get("cytokine", cytokine),
         "registered_model": name,
         "version": str(mv.version),
-        "alias": ALIAS,
-        "model_uri": f"models:/{name}@{ALIAS}",
+        "alias": alias,
+        "note": note,
+        "model_uri": f"models:/{name}@{alias}",
         "architecture": tags.get("architecture"),
         "augmentation": tags.get("augmentation"),
         "cv_f1": float(tags["cv_f1"]) if tags.get("cv_f1") not in (None, "nan") else None,
@@ -515,6 +611,11 @@ def command(
     scores: Path = typer.Option(
         Path("reports/f1_per_cytokine.csv"), "--scores", help="Mean F1 per model and cytokine."
     ),
+    verdict: Path = typer.Option(
+        Path("reports/predictable.csv"),
+        "--verdict",
+        help="The verdict's predictable.csv (cytokine, predictable): only predictable ones get @champion.",
+    ),
     data_dvc: Path = typer.Option(
         Path("data.dvc"), "--data-dvc", help="The .dvc file of the data (its md5 is a tag)."
     ),
@@ -524,8 +625,9 @@ def command(
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params.yaml to read."),
     overrides: list[str] = typer.Option([], "--set", help="Override a param: --set tracking.log_models=all"),
 ) -> None:
-    """Refit each kept cytokine's best CNN on all its wells, log it to MLflow, register it as cytoops-<slug>
-    with the alias `champion`; write the listing."""
+    """Refit each kept cytokine's best CNN on all its wells, log it to MLflow (a pyfunc answering P(responder)
+    for raw thumbnails), register it as cytoops-<slug>@best-cnn, and @champion when the verdict called the
+    cytokine predictable; write the listing."""
     p = params_mod.load(params_file, overrides)
     tracked = tracking.Tracked.load(run_file)
     tracking.connect(p.tracking.experiment)
@@ -540,6 +642,7 @@ def command(
             views,
             vit_features,
             scores,
+            verdict,
             out,
             p,
             data_version=tracking.data_version(data_dvc),
@@ -553,11 +656,14 @@ def best_model_command(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of lines."),
 ) -> None:
-    """The registered champion of a cytokine: model URI, version, architecture, augmentation, CV F1."""
+    """The registered champion of a cytokine (else its best CNN, said so): model URI, version, architecture,
+    augmentation, CV F1."""
     import mlflow
 
     tracking.connect()
     info = champion(mlflow.MlflowClient(), cytokine)
+    if info["note"]:
+        typer.echo(f"note: {info['note']}", err=True)
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import math
 import os
 import random
 import re
@@ -47,6 +46,10 @@ TAG_PID = "cytoops.pid"
 TAG_PID_START = "cytoops.pid_start"
 TAG_HOST = "cytoops.host"
 TAG_ROLE = "cytoops.role"  # pipeline | cv (a nested run per architecture x augmentation)
+# MLflow 3's UI opens an experiment on its GenAI overview (traces) or on its training runs by this tag
+# ("genai_development" | "custom_model_development"); untagged, it guesses from what the experiment holds
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 STORE_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
@@ -264,7 +267,12 @@ def connect(experiment: str | None = None, cwd: Path | None = None) -> Store:
             if exp is None:
                 try:
                     location = artifact_location(uri, experiment)
-                    retry(client.create_experiment, experiment, artifact_location=location)
+                    retry(
+                        client.create_experiment,
+                        experiment,
+                        artifact_location=location,
+                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+                    )
                 except MlflowException:
                     pass  # another process (through a server) made it first: found below, or not
                 exp = retry(client.get_experiment_by_name, experiment)
@@ -275,6 +283,8 @@ def connect(experiment: str | None = None, cwd: Path | None = None) -> Store:
                 f"MLflow experiment {experiment!r} is deleted: restore it (mlflow experiments restore "
                 f"--experiment-id {exp.experiment_id}) or set tracking.experiment to another name"
             )
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # made before cytoops set it, or by someone else
+            retry(client.set_experiment_tag, exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         for run_id in mark_stale_runs(client, exp.experiment_id):
             typer.echo(
                 f"mlflow: run {run_id} was left RUNNING by a process that is gone: marked KILLED", err=True
@@ -500,9 +510,11 @@ def resume(tracked: Tracked, stage: str) -> Iterator[Tracked]:
 
 
 def model_metrics(
-    means: pd.DataFrame, summary: dict, architecture: str, augmentation: str
+    means: pd.DataFrame, architecture: str, augmentation: str, f1_cutoff: float
 ) -> dict[str, float]:
-    """Per-model metrics: f1_<slug> and roc_auc_<slug> per cytokine, and the model's summary numbers."""
+    """Per-model metrics, the same names in every nested run (the chart view compares them as they are):
+    f1_<slug> and roc_auc_<slug> per cytokine; mean_f1 and mean_roc_auc over cytokines; n_predicted, the
+    cytokines with F1 >= evaluate.f1_cutoff."""
     g = means[(means.architecture == architecture) & (means.augmentation == augmentation)]
     out: dict[str, float] = {}
     for r in g.itertuples():
@@ -510,15 +522,33 @@ def model_metrics(
         out[metric_key("f1", slug)] = float(r.f1)
         if "roc_auc" in g.columns and not pd.isna(r.roc_auc):
             out[metric_key("roc_auc", slug)] = float(r.roc_auc)
-    model = (summary.get("models") or {}).get(f"{architecture}/{augmentation}", {})
-    for key in ("mean_f1", "mean_roc_auc", "n_predicted"):
-        if (
-            key in model
-            and model[key] is not None
-            and not (isinstance(model[key], float) and math.isnan(model[key]))
-        ):
-            out[key] = float(model[key])
+    if len(g):
+        out["mean_f1"] = float(g.f1.mean())
+        if "roc_auc" in g.columns and g.roc_auc.notna().any():
+            out["mean_roc_auc"] = float(g.roc_auc.mean())
+        out["n_predicted"] = float((g.f1 >= f1_cutoff).sum())
     return out
+
+
+def headline_metrics(means: pd.DataFrame, predictable: pd.DataFrame | None) -> tuple[dict[str, float], dict]:
+    """The parent run's headline: cytokines predictable (from the verdict, when it ran), the best family
+    (the architecture with the highest median over cytokines of its best augmentation's ROC AUC, a tag), the
+    median over cytokines of the best model's ROC AUC and mean F1. Returns (metrics, tags)."""
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    if predictable is not None and "predictable" in predictable.columns:
+        calls = predictable.predictable.astype(str).str.lower().eq("true")
+        metrics["n_predictable"] = float(calls.sum())
+        tags["predictable"] = ", ".join(predictable.cytokine[calls].astype(str)) or "none"
+    if len(means) and "roc_auc" in means.columns and means.roc_auc.notna().any():
+        best = means.groupby("cytokine").roc_auc.max()
+        metrics["median_best_roc_auc"] = float(best.median())
+        family = means.groupby(["architecture", "cytokine"]).roc_auc.max().groupby("architecture").median()
+        tags["best_family"] = str(family.idxmax())
+        metrics["best_family_median_roc_auc"] = float(family.max())
+    if len(means):
+        metrics["median_best_f1"] = float(means.groupby("cytokine").f1.max().median())
+    return metrics, tags
 
 
 def curve_metrics(
@@ -584,7 +614,7 @@ def log_results(
                 run_id,
                 {"architecture": architecture, "augmentation": augmentation, **training_params(p)},
             )
-            values = model_metrics(means, summary, architecture, augmentation)
+            values = model_metrics(means, architecture, augmentation, p.evaluate.f1_cutoff)
             values["n_fits"] = float(len(fits))
             values["n_failed_fits"] = float(
                 ((failures.architecture == architecture) & (failures.augmentation == augmentation)).sum()
@@ -597,14 +627,20 @@ def log_results(
             log_metrics(client, run_id, metrics)
         tracked.nested[name] = run_id
     parent = [
-        Metric("n_cytokines_kept", float(summary.get("n_cytokines_kept", 0)), now, 0),
-        Metric("n_cytokines_predicted", float(summary.get("n_cytokines_predicted_by_any", 0)), now, 0),
-        Metric("n_failed_fits", float(summary.get("n_failed_fits", len(failures))), now, 0),
+        Metric("n_cytokines_kept", float(summary.get("n_kept", 0)), now, 0),
+        Metric("n_cytokines_predicted", float(summary.get("n_predicted", 0)), now, 0),
+        Metric("n_failed_fits", float(summary.get("n_failed", len(failures))), now, 0),
     ]
-    best = summary.get("best_model")
-    if best and best in summary.get("models", {}):
-        parent.append(Metric("best_mean_f1", float(summary["models"][best]["mean_f1"]), now, 0))
-        retry(mlflow.set_tag, "best_model", best)
+    if summary.get("best_f1") is not None:
+        parent.append(Metric("best_mean_f1", float(summary["best_f1"]), now, 0))
+    if summary.get("best_model"):
+        retry(mlflow.set_tag, "best_model", summary["best_model"])
+    predictable_csv = Path(reports) / "predictable.csv"
+    predictable = pd.read_csv(predictable_csv) if predictable_csv.is_file() else None
+    head, head_tags = headline_metrics(means, predictable)
+    parent += [Metric(k, v, now, 0) for k, v in head.items()]
+    for key, value in head_tags.items():
+        retry(mlflow.set_tag, key, value)
     log_metrics(client, tracked.run_id, parent)
     for png in sorted(Path(reports).glob("*.png")):
         retry(mlflow.log_artifact, str(png), "reports")

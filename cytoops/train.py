@@ -16,6 +16,7 @@ unit (no rebuilding or retracing); ViT heads train on the cached backbone featur
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -635,6 +636,11 @@ def _worker_init(inputs: Inputs, params: TrainParams) -> None:
 _WORKER: dict = {}  # per worker process, set once by _worker_init
 
 
+def _worker_pid() -> int:
+    time.sleep(0.1)  # long enough for another idle worker to take the next one
+    return os.getpid()
+
+
 def _worker_run(task: Task) -> dict[str, list]:
     return run_task(task, _WORKER["inputs"], _WORKER["params"], _WORKER["fitter"], _WORKER["sources"])
 
@@ -743,6 +749,28 @@ class TaskCache:
         tmp.replace(self._path(task))  # atomic: a killed run never leaves half a file under the real name
 
 
+# relative time of one fit per well, by architecture (benchmarks/results.json: ~0.9 s wide, ~2 s deep, ~0.1 s
+# a ViT head per fit on the demo plate); a task's cost also grows with its wells
+FIT_COST = {"deep_cnn": 2.0, "wide_cnn": 1.0}
+HEAD_COST = 0.1
+
+
+def task_cost(task: Task) -> int:
+    """A task's expected time, in arbitrary units: its architecture's cost per fit times its wells (an int, so
+    that the bar's total is exactly the sum of its steps)."""
+    return round(10 * FIT_COST.get(task.architecture, HEAD_COST) * len(task.wells))
+
+
+def interleave(tasks: list[Task]) -> list[Task]:
+    """Round-robin over architectures, each one's costliest task first: every stretch of the run has the same
+    mix, so the bar's rate (and the time left) holds even where FIT_COST is off (it varies with epochs and
+    machine), and the last round is the smallest cytokines, a short tail."""
+    by_arch: dict[str, list[Task]] = {}
+    for task in sorted(tasks, key=task_cost, reverse=True):
+        by_arch.setdefault(task.architecture, []).append(task)
+    return [t for rnd in itertools.zip_longest(*by_arch.values()) for t in rnd if t is not None]
+
+
 def cross_validate(
     inputs: Inputs, params: TrainParams, progress: bool = True, cache: Path | None = None
 ) -> Result:
@@ -762,9 +790,24 @@ def cross_validate(
         )
         return params.folds * per_fold
 
+    n_fits = sum(units(t) for t in tasks)
+    # the bar advances by each task's expected cost, not by its count of fits (the CNN tasks used to run
+    # first, so counting fits made the first estimate of the time left many times too long)
     bar = tqdm(
-        total=sum(units(t) for t in tasks), desc="train", unit="fit", disable=not progress, file=sys.stderr
+        total=sum(task_cost(t) for t in tasks),
+        desc="train",
+        disable=not progress,
+        file=sys.stderr,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]",
     )
+    done = 0
+
+    def advance(task: Task) -> None:
+        nonlocal done
+        done += units(task)
+        bar.set_postfix_str(f"{done}/{n_fits} fits, {task.architecture} {task.cytokine}", refresh=False)
+        bar.update(task_cost(task))
+
     todo = []
     for task in tasks:
         part = store.get(task)
@@ -772,31 +815,31 @@ def cross_validate(
             todo.append(task)
         else:
             parts.append(part)
-            bar.update(units(task))
-    cost = {"multitask_cnn": 100, "deep_cnn": 3, "wide_cnn": 2}  # rough relative time per task
-    todo.sort(
-        key=lambda t: (-cost.get(t.architecture, 1), -len(t.wells))
-    )  # longest first: no long tail at the end
+            advance(task)
+    todo = interleave(todo)
     workers = min(n_workers(params), max(1, len(todo)))
     if workers == 1:
         fitter, sources = Fitter(params), {}
+        bar.unpause()  # the start-up (TensorFlow's import) is not a fit: the time left counts from here
         for task in todo:
-            bar.set_postfix_str(f"{task.architecture} {task.cytokine}", refresh=False)
             parts.append(run_task(task, inputs, params, fitter, sources))
             store.put(task, parts[-1])
-            bar.update(units(task))
+            advance(task)
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
             workers, mp_context=context, initializer=_worker_init, initargs=(inputs, params)
         ) as pool:
+            seen: set[int] = set()  # every worker is up (TensorFlow imported, inputs loaded) ...
+            while len(seen) < workers:
+                seen |= {f.result() for f in [pool.submit(_worker_pid) for _ in range(workers)]}
+            bar.unpause()  # ... and the time left counts from here, not from the start-up
             futures = {pool.submit(_worker_run, task): task for task in todo}
             for future in as_completed(futures):
                 task = futures[future]
                 parts.append(future.result())
                 store.put(task, parts[-1])
-                bar.set_postfix_str(f"{task.architecture} {task.cytokine}", refresh=False)
-                bar.update(units(task))
+                advance(task)
     bar.close()
     gathered = {
         key: [row for part in parts for row in part[key]]

@@ -5,7 +5,7 @@ Pure core: `binarize`, `balance`, `wrangle`. The `command` reads the plates and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,12 @@ class Wrangled:
     embeddings: (
         pd.DataFrame
     )  # one row per well (same order as wells), numeric columns only (none when absent)
+    # one row per plate and channel: plate, channel, lo, hi (the values scaled to 0 and 1); a served model
+    # scales raw thumbnails with them
+    scaling: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SCALING_COLUMNS))
+
+
+SCALING_COLUMNS = ["plate", "channel", "lo", "hi"]
 
 
 IDENTIFIERS = (
@@ -100,13 +106,22 @@ def balance(labels: pd.Series, rng: np.random.Generator) -> pd.Index:
     return labels.index[labels.index.isin(keep)]
 
 
+def scaling_constants(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel of one plate (n_wells, C, S, S): its 0.1th and 99.9th percentiles (lo, hi)."""
+    lo, hi = np.percentile(images, [0.1, 99.9], axis=(0, 2, 3))
+    return lo, hi
+
+
+def scale(images: np.ndarray, lo, hi) -> np.ndarray:
+    """(n, C, S, S) -> float32 with lo -> 0 and hi -> 1 per channel (not clipped)."""
+    lo = np.asarray(lo, dtype=np.float64)[None, :, None, None]
+    span = np.maximum(np.asarray(hi, dtype=np.float64) - np.asarray(lo, dtype=np.float64).ravel(), 1e-6)
+    return ((images - lo) / span[None, :, None, None]).astype(np.float32)
+
+
 def normalize_images(images: np.ndarray) -> np.ndarray:
     """Per-channel robust scaling of one plate: 0.1th percentile -> 0, 99.9th -> 1 (not clipped)."""
-    out = np.empty(images.shape, dtype=np.float32)
-    for c in range(images.shape[1]):
-        lo, hi = np.percentile(images[:, c], [0.1, 99.9])
-        out[:, c] = (images[:, c] - lo) / max(hi - lo, 1e-6)
-    return out
+    return scale(images, *scaling_constants(images))
 
 
 def _well_table(plate: Plate, wells: list[str]) -> pd.DataFrame:
@@ -139,12 +154,17 @@ def wrangle(plates: list[Plate], params: WrangleParams) -> Wrangled:
             raise ValueError(
                 f"plate {p.plate_id} has channels {p.channels}, plate {plates[0].plate_id} {channels}"
             )
-    tables, images, readouts, embeddings = [], [], [], []
+    tables, images, readouts, embeddings, scaling = [], [], [], [], []
     for p in plates:
         wells = list(p.usable_wells)
         index = [p.wells.index(w) for w in wells]
         tables.append(_well_table(p, wells))
-        images.append(normalize_images(p.images)[index])
+        lo, hi = scaling_constants(p.images)
+        scaling += [
+            {"plate": p.plate_id, "channel": c, "lo": float(a), "hi": float(b)}
+            for c, a, b in zip(channels, lo, hi, strict=True)
+        ]
+        images.append(scale(p.images, lo, hi)[index])
         readouts.append(p.readouts.loc[wells].reset_index(drop=True))
         if p.embeddings is not None:
             embeddings.append(p.embeddings.reindex(wells).reset_index(drop=True))
@@ -207,6 +227,7 @@ def wrangle(plates: list[Plate], params: WrangleParams) -> Wrangled:
         labels=labels,
         cytokines=pd.DataFrame(summary),
         embeddings=emb,
+        scaling=pd.DataFrame(scaling, columns=SCALING_COLUMNS),
     )
 
 
@@ -219,6 +240,7 @@ def save(w: Wrangled, out: Path) -> None:
     w.wells.assign(channels=",".join(w.channels)).to_csv(out / "wells.csv", index=False)
     w.labels.to_csv(out / "labels.csv", index=False)
     w.cytokines.to_csv(out / "cytokines.csv", index=False)
+    w.scaling.to_csv(out / "scaling.csv", index=False)
     # plate and well lead, so the file has a header even for plates without embeddings
     pd.concat([w.wells[["plate", "well"]], w.embeddings], axis=1).to_csv(out / "embeddings.csv", index=False)
 
@@ -233,7 +255,18 @@ def load(out: Path) -> Wrangled:
         labels=read_table(out / "labels.csv"),
         cytokines=read_table(out / "cytokines.csv", empty_is_missing=False),
         embeddings=read_table(out / "embeddings.csv").drop(columns=["plate", "well"]),
+        scaling=load_scaling(out)
+        if (out / "scaling.csv").is_file()
+        else pd.DataFrame(columns=SCALING_COLUMNS),
     )
+
+
+def load_scaling(out: Path) -> pd.DataFrame:
+    """scaling.csv of a wrangle output folder (written since the served models needed it)."""
+    path = Path(out) / "scaling.csv"
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist: rerun the wrangle stage (dvc repro -f wrangle)")
+    return pd.read_csv(path, keep_default_na=False)
 
 
 def run(data: Path, out: Path, p: WrangleParams) -> Wrangled:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 
 import numpy as np
 import pandas as pd
@@ -149,19 +150,47 @@ def test_summarize_with_a_high_cutoff_predicts_nothing(predictions_and_fits):
 
 
 def test_summary_lines_rank_the_models():
-    summary = {
-        "n_cytokines_kept": 2,
-        "f1_cutoff": 0.7,
-        "n_cytokines_predicted_by_any": 1,
+    head = {
+        "n_kept": 2,
+        "n_predicted": 1,
+        "n_failed": 0,
         "best_model": "b/none",
-        "models": {
-            "a/none": {"mean_f1": 0.9, "mean_roc_auc": 0.8, "n_predicted": 0},
-            "b/none": {"mean_f1": 0.5, "mean_roc_auc": 0.6, "n_predicted": 1},
-        },
+        "best_f1": 0.5,
+        "best_auc": 0.6,
     }
-    lines = evaluate.summary_lines(summary)
-    assert "best model: b/none" in lines[0]
+    models = pd.DataFrame(
+        [
+            {"model": "a/none", "mean_f1": 0.9, "mean_roc_auc": 0.8, "n_predicted": 0},
+            {"model": "b/none", "mean_f1": 0.5, "mean_roc_auc": 0.6, "n_predicted": 1},
+        ]
+    )
+    lines = evaluate.summary_lines(head, models, 0.7)
+    assert "best model: b/none" in lines[0] and "F1 >= 0.7" in lines[0]
     assert lines[2].startswith("b/none") and lines[3].startswith("a/none")
+
+
+def test_metrics_hold_a_handful_of_headline_numbers_and_tables_go_to_csv(predictions_and_fits, tmp_path):
+    predictions, fits = predictions_and_fits
+    result = types.SimpleNamespace(
+        predictions=predictions, fits=fits, curves=pd.DataFrame(), failures=pd.DataFrame()
+    )
+    kept = pd.DataFrame({"cytokine": ["IL-6", "TNF"], "kept": [True, True]})
+    metrics = tmp_path / "metrics" / "summary.json"
+    evaluate.run(result, kept, tmp_path / "reports", metrics, EvaluateParams(f1_cutoff=0.7))
+    head = json.loads(metrics.read_text())
+    assert head == {
+        "n_kept": 2,
+        "n_predicted": 2,
+        "n_failed": 0,
+        "best_model": "wide_cnn/hflip",
+        "best_f1": round((2 / 3 + 1) / 2, 4),
+        "best_auc": round((7 / 9 + 1) / 2, 4),
+    }
+    assert all(not isinstance(v, dict | list) for v in head.values())  # flat: one column each in dvc exp show
+    models = pd.read_csv(tmp_path / "reports" / "models.csv").set_index("model")
+    assert models.loc["wide_cnn/none", "mean_f1"] == 0.75 and models.loc["wide_cnn/none", "n_predicted"] == 1
+    best = pd.read_csv(tmp_path / "reports" / "best_per_cytokine.csv").set_index("cytokine")
+    assert best.loc["TNF", "model"] == "wide_cnn/hflip" and best.loc["IL-6", "f1"] == 1.0
 
 
 def curves_for(arch, aug, cytokine, fold, loss, repeat=0):

@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 from cytoops.cli import app
 from cytoops.plate import read_data
 from cytoops.predict import plate_inputs
-from cytoops.register import probability
 
 RUN = [
     "--set",
@@ -61,14 +60,18 @@ def test_run_registers_champions_that_score_a_second_plate(wide_plate, tmp_path,
     result = runner.invoke(app, ["run", "--data", str(data), "--out", str(tmp_path / "out"), *RUN])
     assert result.exit_code == 0, "".join(traceback.format_exception(result.exception))
     listing = json.loads((tmp_path / "out" / "register" / "registered.json").read_text())
-    registered = {c["cytokine"]: c for c in listing["champions"]}
+    registered = {c["cytokine"]: c for c in listing["registered"]}
     assert "IL-6" in registered and "IL-10" not in registered  # IL-10 is under the well cut-off
     assert registered["IL-6"]["registered_model"] == "cytoops-IL-6" and registered["IL-6"]["promoted"]
+    # champions are exactly the cytokines the verdict called predictable
+    verdict = pd.read_csv(tmp_path / "out" / "reports" / "predictable.csv")
+    called = set(verdict.cytokine[verdict.predictable.astype(str).eq("True")])
+    assert set(listing["champions"]) == called & set(registered)
 
-    # the champion loads from the registry by its alias and predicts
-    model = mlflow.keras.load_model("models:/cytoops-IL-6@champion")
+    # the best CNN loads from the registry by its alias and predicts
+    model = mlflow.pyfunc.load_model("models:/cytoops-IL-6@best-cnn").unwrap_python_model()
     plate = read_data(other, image_size=32, require_readouts=False)[0]
-    prob = probability(model.predict(plate_inputs(plate, ("actin", "mito", "nucleus")), verbose=0))
+    prob = model.probabilities(plate_inputs(plate, ("actin", "mito", "nucleus")))
     assert prob.shape == (32,) and np.all((prob >= 0) & (prob <= 1))
 
     # a second plate with readouts: probabilities, calls and F1 per cytokine
@@ -85,6 +88,11 @@ def test_run_registers_champions_that_score_a_second_plate(wide_plate, tmp_path,
     assert 0 <= scores.loc["IL-6", "f1"] <= 1 and scores.loc["IL-6", "n_wells"] == 32
     assert scores.loc["IL-6", "n_responders"] == 16
     assert "IL-6" in result.output and "F1" in result.output
+    for cytokine in set(registered) - called:  # scored by its best CNN, and said so
+        assert f"{registered[cytokine]['registered_model']} has no @champion" in result.output
+    assert set(table.model) == {
+        f"{c['registered_model']}/{c['best_cnn_version']}" for c in registered.values()
+    }
 
     # a plate without cytokines.csv, one cytokine asked for by its slug: probabilities only, no F1 file
     out = tmp_path / "pred" / "blind.csv"

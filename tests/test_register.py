@@ -1,4 +1,5 @@
-"""The registry: champions refit, logged, registered as cytoops-<slug>@champion; `best-model`; the ViT loader.
+"""The registry: best CNNs refit, logged as pyfuncs, registered as cytoops-<slug>@best-cnn, @champion only
+when the verdict calls the cytokine predictable; `best-model`; the served model's answer; the ViT loader.
 
 Real wrangle and augment outputs of a small plate, synthetic cross-validation results (so that the champion
 of each cytokine is known), the real evaluate, track and register stages, a real SQLite store."""
@@ -6,6 +7,11 @@ of each cytokine is known), the real evaluate, track and register stages, a real
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -14,6 +20,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
@@ -24,8 +31,9 @@ from cytoops.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = (("wide_cnn", "none"), ("wide_cnn", "hflip"))  # deep_cnn needs 64x64: too slow here
-# the model of each cytokine that predicts perfectly in the synthetic CV results: its champion
+# the model of each cytokine that predicts perfectly in the synthetic CV results: its best CNN
 BEST = {"IL-6": ("wide_cnn", "hflip"), "TNF-α": ("wide_cnn", "none")}
+PREDICTABLE = {"IL-6": True, "TNF-α": False}  # what the (made-up) verdict says
 SETS = [
     "--set",
     "wrangle.image_size=32",
@@ -128,7 +136,14 @@ def prepared(data: Path, root: Path) -> dict[str, Path]:
         result, cytokines, root / "reports", root / "metrics" / "summary.json", params.EvaluateParams()
     )
     (root / "data.dvc").write_text(yaml.safe_dump({"outs": [{"md5": "feedface.dir", "path": "data"}]}))
-    return {"work": w, "reports": root / "reports", "root": root}
+    write_verdict(root / "reports", PREDICTABLE)
+    return {"work": w, "reports": root / "reports", "root": root, "data": data}
+
+
+def write_verdict(reports: Path, calls: dict[str, bool]) -> None:
+    pd.DataFrame({"cytokine": list(calls), "predictable": list(calls.values())}).to_csv(
+        reports / "predictable.csv", index=False
+    )
 
 
 def track_and_register(paths: dict[str, Path], *extra: str) -> dict:
@@ -153,48 +168,53 @@ def track_and_register(paths: dict[str, Path], *extra: str) -> dict:
         ]
     )
     assert result.exit_code == 0, result.output
-    result = invoke(
-        [
-            "register",
-            "--run",
-            w / "track" / "run.json",
-            "--trained",
-            w / "train",
-            "--wrangled",
-            w / "wrangle",
-            "--views",
-            w / "augment" / "views.npz",
-            "--features",
-            w / "features" / "vit.npz",
-            "--scores",
-            paths["reports"] / "f1_per_cytokine.csv",
-            "--data-dvc",
-            root / "data.dvc",
-            "--out",
-            w / "register" / "registered.json",
-            "--params",
-            REPO / "params.yaml",
-            *SETS,
-            *extra,
-        ]
-    )
+    result = invoke(register_args(paths, *extra))
     assert result.exit_code == 0, result.output
     return json.loads((w / "register" / "registered.json").read_text())
 
 
-def test_champions_are_registered_with_an_alias_and_load_by_it(wide_plate, tmp_path, store):
+def register_args(paths: dict[str, Path], *extra: str) -> list:
+    w, root = paths["work"], paths["root"]
+    return [
+        "register",
+        "--run",
+        w / "track" / "run.json",
+        "--trained",
+        w / "train",
+        "--wrangled",
+        w / "wrangle",
+        "--views",
+        w / "augment" / "views.npz",
+        "--features",
+        w / "features" / "vit.npz",
+        "--scores",
+        paths["reports"] / "f1_per_cytokine.csv",
+        "--verdict",
+        paths["reports"] / "predictable.csv",
+        "--data-dvc",
+        root / "data.dvc",
+        "--out",
+        w / "register" / "registered.json",
+        "--params",
+        REPO / "params.yaml",
+        *SETS,
+        *extra,
+    ]
+
+
+def test_best_cnns_are_registered_and_only_predictable_ones_are_champions(wide_plate, tmp_path, store):
     paths = prepared(wide_plate(), tmp_path)
     listing = track_and_register(paths)
     tracked = json.loads((paths["work"] / "track" / "run.json").read_text())
     client = MlflowClient(store)
 
-    by_cytokine = {c["cytokine"]: c for c in listing["champions"]}
-    assert set(by_cytokine) == set(BEST)
+    by_cytokine = {c["cytokine"]: c for c in listing["registered"]}
+    assert set(by_cytokine) == set(BEST) and listing["champions"] == ["IL-6"]
     for cytokine, (arch, aug) in BEST.items():
         entry = by_cytokine[cytokine]
         assert (entry["architecture"], entry["augmentation"]) == (arch, aug)
         name = register.model_name(cytokine)
-        mv = client.get_model_version_by_alias(name, "champion")
+        mv = client.get_model_version_by_alias(name, "best-cnn")
         assert str(mv.version) == entry["version"] == "1"
         assert mv.tags["architecture"] == arch and mv.tags["augmentation"] == aug
         assert float(mv.tags["cv_f1"]) == pytest.approx(1.0)
@@ -202,59 +222,84 @@ def test_champions_are_registered_with_an_alias_and_load_by_it(wide_plate, tmp_p
         assert mv.tags["pipeline_run_id"] == tracked["run_id"]
         assert mv.tags["channels"] == "actin,mito,nucleus" and mv.tags["image_size"] == "32"
         assert mv.tags["data_version"] == "feedface.dir"
+        assert mv.tags["predictable"] == str(PREDICTABLE[cytokine]).lower()
+    assert str(client.get_model_version_by_alias("cytoops-IL-6", "champion").version) == "1"
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias("cytoops-TNF-alpha", "champion")  # not predictable: no champion
     # the folds chose 2 and 3 epochs: the refit trains for 3
     assert by_cytokine["IL-6"]["epochs"] == 3
-
-    uri = "models:/cytoops-IL-6@champion"
-    model = mlflow.keras.load_model(uri)
-    assert getattr(model, "optimizer", None) is None  # logged without its optimizer state
-    info = mlflow.models.get_model_info(uri)
-    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 32, 32, 3]
-    assert info.saved_input_example_info is not None
-    views = augment.load(paths["work"] / "augment" / "views.npz")
-    x = np.moveaxis(views.images[0, :5], 1, -1).astype(np.float32)
-    out = model.predict(x, verbose=0)
-    assert out.shape == (5, 2)
-    assert np.all((register.probability(out) >= 0) & (register.probability(out) <= 1))
     # the champion is logged in the nested run of its model, whose CV scores chose it
     nested = client.get_run(tracked["nested"]["wide_cnn/hflip"])
     assert nested.info.status == "FINISHED" and nested.data.metrics["f1_IL-6"] == pytest.approx(1.0)
 
-    # best-model, by the name in the plate or by the slug, as lines or JSON
+    # best-model, by the name in the plate or by the slug, as lines or JSON; a cytokine that is not
+    # predictable falls back to its best CNN, with a note
+    result = invoke(["best-model", "il-6", "--json"])
+    assert result.exit_code == 0, result.output
+    best = json.loads(result.stdout[result.stdout.index("{") :])
+    assert best["model_uri"] == "models:/cytoops-IL-6@champion" and best["note"] == ""
     result = invoke(["best-model", "TNF-α", "--json"])
     assert result.exit_code == 0, result.output
-    best = json.loads(result.output[result.output.index("{") :])
-    assert (
-        best["registered_model"] == "cytoops-TNF-alpha"
-        and best["model_uri"] == "models:/cytoops-TNF-alpha@champion"
-    )
-    assert (best["architecture"], best["augmentation"]) == BEST["TNF-α"] and best["cv_f1"] == pytest.approx(
-        1.0
-    )
+    best = json.loads(result.stdout[result.stdout.index("{") :])
+    assert best["registered_model"] == "cytoops-TNF-alpha" and best["alias"] == "best-cnn"
+    assert best["model_uri"] == "models:/cytoops-TNF-alpha@best-cnn"
+    assert (best["architecture"], best["augmentation"]) == BEST["TNF-α"]
+    assert best["cv_f1"] == pytest.approx(1.0)
     assert best["source_run_id"] == tracked["nested"]["wide_cnn/none"]
+    assert "has no @champion" in result.output and "using its best CNN, @best-cnn" in result.output
     result = invoke(["best-model", "tnf-alpha"])
-    assert result.exit_code == 0 and "models:/cytoops-TNF-alpha@champion" in result.output
+    assert result.exit_code == 0 and "models:/cytoops-TNF-alpha@best-cnn" in result.output
     result = invoke(["best-model", "IL-10"])
     assert result.exit_code == 2 and "no registered model cytoops-IL-10" in result.output
 
-    # a later pipeline with a lower CV F1 on the same data registers a version but keeps the champion ...
+    # a later pipeline with a lower CV F1 on the same data registers a version but keeps best-cnn ...
     scores = pd.read_csv(paths["reports"] / "f1_per_cytokine.csv")
     scores.loc[scores.cytokine == "IL-6", "f1"] *= 0.5
     scores.to_csv(paths["reports"] / "f1_per_cytokine.csv", index=False)
     listing = track_and_register(paths)
-    il6 = {c["cytokine"]: c for c in listing["champions"]}["IL-6"]
+    il6 = {c["cytokine"]: c for c in listing["registered"]}["IL-6"]
     assert il6["version"] == "2" and not il6["promoted"]
+    assert str(client.get_model_version_by_alias("cytoops-IL-6", "best-cnn").version) == "1"
     assert str(client.get_model_version_by_alias("cytoops-IL-6", "champion").version) == "1"
-    # ... unless tracking.promote is latest
-    listing = track_and_register(paths, "--set", "tracking.promote=latest")
-    assert str(client.get_model_version_by_alias("cytoops-IL-6", "champion").version) == "3"
+    # ... unless tracking.promote is latest; and a verdict that no longer calls IL-6 predictable removes its
+    # champion and says so
+    write_verdict(paths["reports"], {"IL-6": False, "TNF-α": False})
+    result = invoke(register_args(paths, "--set", "tracking.promote=latest"))
+    assert result.exit_code == 0, result.output
+    assert str(client.get_model_version_by_alias("cytoops-IL-6", "best-cnn").version) == "3"
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias("cytoops-IL-6", "champion")
+    assert "@champion removed from v1 (the verdict no longer calls IL-6 predictable)" in result.output
+
+
+def test_the_registered_model_answers_p_responder_for_raw_thumbnails(wide_plate, tmp_path, store):
+    """The pyfunc scales raw uint16 thumbnails as wrangle scaled the training plate: its answer equals the
+    CNN's on wrangle's images, in either channel layout."""
+    paths = prepared(wide_plate(), tmp_path)
+    track_and_register(paths)
+    served = mlflow.pyfunc.load_model("models:/cytoops-IL-6@champion")
+    wells = pd.read_csv(paths["work"] / "wrangle" / "wells.csv")
+    raw = np.stack(
+        [tifffile.imread(paths["data"] / "plate-1" / "images" / f"{w}.tif") for w in wells.well[:6]]
+    )
+    assert raw.dtype == np.uint16 and raw.shape == (6, 3, 32, 32)
+    answer = served.predict(raw)
+    assert list(answer.columns) == ["p_responder"] and len(answer) == 6
+    assert answer.p_responder.between(0, 1).all()
+    np.testing.assert_allclose(served.predict(np.moveaxis(raw, 1, -1)).p_responder, answer.p_responder)
+    wrangled = np.load(paths["work"] / "wrangle" / "images.npy")[:6]
+    cnn = served.unwrap_python_model()
+    expected = cnn.probabilities(np.moveaxis(wrangled, 1, -1))
+    np.testing.assert_allclose(answer.p_responder, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"expected square images with 3 channels"):
+        served.predict(raw[:, :2])
 
 
 def test_log_models_none_registers_nothing(wide_plate, tmp_path, store):
     paths = prepared(wide_plate(), tmp_path)
     listing = track_and_register(paths, "--set", "tracking.log_models=none")
-    assert {c["cytokine"] for c in listing["champions"]} == set(BEST)
-    assert all(c["registered_model"] is None for c in listing["champions"])
+    assert {c["cytokine"] for c in listing["registered"]} == set(BEST)
+    assert all(c["registered_model"] is None for c in listing["registered"])
     assert MlflowClient(store).search_registered_models() == []
 
 
@@ -283,3 +328,84 @@ def test_a_vit_model_is_its_head_plus_a_backbone_reference(tmp_path, store):
         full.predict(images, verbose=0), head.predict(feats.values[0], verbose=0), rtol=1e-4, atol=1e-5
     )
     keras.backend.clear_session()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.serve
+def test_a_served_champion_answers_a_curl_with_probabilities(wide_plate, tmp_path, store):
+    """`mlflow models serve --env-manager local` on the registered champion; curl posts raw uint16 thumbnails
+    (as JSON numbers) and gets P(responder) back, the same as the pyfunc loaded in process."""
+    paths = prepared(wide_plate(), tmp_path)
+    track_and_register(paths)
+    raw = np.stack(
+        [tifffile.imread(paths["data"] / "plate-1" / "images" / f"{w}.tif") for w in ("A01", "A02", "C08")]
+    )
+    expected = mlflow.pyfunc.load_model("models:/cytoops-IL-6@champion").predict(raw).p_responder
+    port = _free_port()
+    bin_dir = str(Path(sys.executable).parent)  # mlflow starts uvicorn from PATH: the venv's
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/cytoops-IL-6@champion",
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 45
+        while True:
+            ping = subprocess.run(
+                ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/ping"],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if ping.stdout == "200":
+                break
+            assert server.poll() is None, server.stdout.read()
+            assert time.monotonic() < deadline, "mlflow models serve did not answer /ping within 45 s"
+            time.sleep(0.5)
+        body = json.dumps({"inputs": raw.tolist()})
+        answer = subprocess.run(
+            ["curl", "-s", "-X", "POST", f"http://127.0.0.1:{port}/invocations",
+             "-H", "Content-Type: application/json", "-d", body],
+            capture_output=True, text=True, check=True, timeout=30,
+        )  # fmt: skip
+        predictions = json.loads(answer.stdout)["predictions"]
+        assert [sorted(p) for p in predictions] == [["p_responder"]] * 3
+        got = [p["p_responder"] for p in predictions]
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        assert all(0 <= g <= 1 for g in got)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("cytokine,called\nIL-6,True\n", r"predictable.csv has no column predictable"),
+        ("cytokine,predictable\nIL-6,yes\n", r"predictable must be True or False; cytokine IL-6 has 'yes'"),
+    ],
+)
+def test_a_malformed_verdict_file_is_one_precise_error(tmp_path, text, match):
+    path = tmp_path / "predictable.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        register.read_verdict(path)
+    with pytest.raises(ValueError, match=r"does not exist: run the verdict stage"):
+        register.read_verdict(tmp_path / "missing.csv")
+    assert register.read_verdict(_written(tmp_path, "cytokine,predictable\nIL-6,True\nTNF-α,False\n")) == {
+        "IL-6": True,
+        "TNF-α": False,
+    }
+
+
+def _written(folder: Path, text: str) -> Path:
+    path = folder / "ok.csv"
+    path.write_text(text)
+    return path

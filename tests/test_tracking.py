@@ -156,6 +156,14 @@ def test_track_logs_a_parent_run_and_a_nested_run_per_model(tmp_path, store, mon
     assert parent.data.params["train.epochs"] == "7"
     assert parent.data.params["train.architectures"] == "[wide_cnn, deep_cnn, vit_linear, vit_240k, vit_500k]"
     assert parent.data.metrics["n_cytokines_kept"] == 3
+    # the headline: median over cytokines of the best model's ROC AUC, and the best family as a tag
+    means = pd.read_csv(paths["reports"] / "f1_per_cytokine.csv")
+    best_auc = means.groupby("cytokine").roc_auc.max().median()
+    assert parent.data.metrics["median_best_roc_auc"] == pytest.approx(best_auc)
+    assert parent.data.tags["best_family"] in {a for a, _ in MODELS}
+    # MLflow 3 opens the experiment on its training runs, not on the GenAI overview
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "reports")}
     assert {
         "reports/f1_by_augmentation.png",
@@ -169,7 +177,7 @@ def test_track_logs_a_parent_run_and_a_nested_run_per_model(tmp_path, store, mon
     assert sorted(r.info.run_name for r in children) == sorted(f"{a}/{g}" for a, g in MODELS)
     assert {r.info.run_name: r.info.run_id for r in children} == tracked["nested"]
     means = pd.read_csv(paths["reports"] / "f1_per_cytokine.csv")
-    summary = json.loads(paths["metrics"].read_text())
+    models = pd.read_csv(paths["reports"] / "models.csv").set_index("model")
     for run in children:
         arch, aug = run.info.run_name.split("/")
         assert run.info.status == "FINISHED"
@@ -182,8 +190,10 @@ def test_track_logs_a_parent_run_and_a_nested_run_per_model(tmp_path, store, mon
             (means.architecture == arch) & (means.augmentation == aug) & (means.cytokine == "IL-6")
         ]
         assert m["f1_IL-6"] == pytest.approx(float(expected.f1.iloc[0]))
-        assert m["mean_f1"] == pytest.approx(summary["models"][f"{arch}/{aug}"]["mean_f1"])
-        assert m["n_predicted"] == summary["models"][f"{arch}/{aug}"]["n_predicted"]
+        model = models.loc[f"{arch}/{aug}"]
+        assert m["mean_f1"] == pytest.approx(model.mean_f1, abs=1e-4)
+        assert m["mean_roc_auc"] == pytest.approx(model.mean_roc_auc, abs=1e-4)
+        assert m["n_predicted"] == model.n_predicted
         # learning curves: one value per epoch, step = epoch, per cytokine and fold
         for key in ("loss_IL-6_f0", "val_loss_TNF-alpha_f1"):
             history = client.get_metric_history(run.info.run_id, key)
@@ -446,3 +456,25 @@ def test_creating_a_store_leaves_no_lock_file_behind(tmp_path, monkeypatch):
     tracking.connect("cytoops")
     assert list(temp.iterdir()) == []
     assert sorted(p.name for p in db.parent.iterdir() if "lock" in p.name) == []
+
+
+def test_the_parent_runs_headline_comes_from_the_verdict_and_the_per_cytokine_table():
+    means = pd.DataFrame(
+        {
+            "architecture": ["wide_cnn", "wide_cnn", "vit_linear", "vit_linear"],
+            "augmentation": ["none", "none", "none", "none"],
+            "cytokine": ["IL-6", "TNF", "IL-6", "TNF"],
+            "f1": [0.8, 0.4, 0.6, 0.7],
+            "roc_auc": [0.9, 0.5, 0.6, 0.95],
+        }
+    )
+    verdict = pd.DataFrame({"cytokine": ["IL-6", "TNF"], "predictable": [True, False]})
+    metrics, tags = tracking.headline_metrics(means, verdict)
+    assert metrics["n_predictable"] == 1 and tags["predictable"] == "IL-6"
+    assert metrics["median_best_roc_auc"] == pytest.approx((0.9 + 0.95) / 2)
+    assert metrics["median_best_f1"] == pytest.approx((0.8 + 0.7) / 2)
+    # wide_cnn: median of (0.9, 0.5) = 0.7; vit_linear: median of (0.6, 0.95) = 0.775
+    assert tags["best_family"] == "vit_linear"
+    assert metrics["best_family_median_roc_auc"] == pytest.approx(0.775)
+    metrics, tags = tracking.headline_metrics(means, None)  # no verdict: no call counted
+    assert "n_predictable" not in metrics and "predictable" not in tags

@@ -746,3 +746,32 @@ def test_multitask_loss_is_masked_and_class_weighted():
     assert float(multitask.masked_loss(tf.constant(changed), tf.constant(y), w_pos, w_neg)) == pytest.approx(
         base
     )
+
+
+def test_the_progress_bar_advances_by_expected_cost_and_counts_fits(monkeypatch, capsys):
+    """Tasks run round-robin over architectures, costliest first within each; the bar moves by each task's
+    expected cost (architecture x wells), so its rate, and the time left it shows, stay steady; the postfix
+    still counts fits."""
+    inputs, params = synthetic_inputs(), fast_params(architectures=("wide_cnn", "deep_cnn"))
+    tasks, _, _ = train.plan(inputs, params)
+    deep = next(t for t in tasks if t.architecture == "deep_cnn")
+    wide = next(t for t in tasks if t.architecture == "wide_cnn" and t.cytokine == deep.cytokine)
+    assert train.task_cost(deep) == 2 * train.task_cost(wide)
+    head = dataclasses.replace(wide, architecture="vit_linear")
+    assert train.task_cost(head) < train.task_cost(wide)
+    fewer = dataclasses.replace(wide, wells=wide.wells[: len(wide.wells) // 2])
+    assert train.task_cost(fewer) < train.task_cost(wide)
+
+    ran = []
+    empty = {"predictions": [], "curves": [], "fits": [], "failures": []}
+    monkeypatch.setattr(train, "run_task", lambda task, *a, **k: ran.append(task) or empty)
+    train.cross_validate(inputs, dataclasses.replace(params, workers=1), progress=True)
+    assert len(ran) == len(tasks)
+    assert {t.architecture for t in ran[:2]} == {"wide_cnn", "deep_cnn"}  # the same mix all along
+    assert [t.architecture for t in ran[::2]] == [ran[0].architecture] * (len(ran) // 2)
+    for arch in ("wide_cnn", "deep_cnn"):  # within an architecture, the costliest (most wells) first
+        costs = [train.task_cost(t) for t in ran if t.architecture == arch]
+        assert costs == sorted(costs, reverse=True)
+    err = capsys.readouterr().err
+    n_fits = len(tasks) * params.folds * len(inputs.strategies)
+    assert f"{n_fits}/{n_fits} fits" in err and "100%" in err
