@@ -16,13 +16,11 @@ unit (no rebuilding or retracing); ViT heads train on the cached backbone featur
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import pickle
 import sys
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +30,7 @@ import typer
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
-from cytoops import augment, features
+from cytoops import augment, backends, features
 from cytoops import params as params_mod
 from cytoops import wrangle as wrangle_mod
 from cytoops.params import TrainParams
@@ -411,22 +409,6 @@ def run_task(
     return out
 
 
-def _worker_init(inputs: Inputs, params: TrainParams) -> None:
-    """A worker process: one TensorFlow thread (the cores are shared between workers), its own Fitter."""
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    _WORKER.update(inputs=inputs, params=params, fitter=Fitter(params), sources={})
-
-
-_WORKER: dict = {}  # per worker process, set once by _worker_init
-
-
-def _worker_run(task: Task) -> dict[str, list]:
-    return run_task(task, _WORKER["inputs"], _WORKER["params"], _WORKER["fitter"], _WORKER["sources"])
-
-
 def n_workers(params: TrainParams) -> int:
     """train.workers, where 0 means one per CPU core, or 1 on a machine with an NVIDIA GPU.
 
@@ -516,25 +498,11 @@ def cross_validate(
         key=lambda t: (-cost.get(t.architecture, 1), -len(t.wells))
     )  # longest first: no long tail at the end
     workers = min(n_workers(params), max(1, len(todo)))
-    if workers == 1:
-        fitter, sources = Fitter(params), {}
-        for task in todo:
-            bar.set_postfix_str(f"{task.architecture} {task.cytokine}", refresh=False)
-            parts.append(run_task(task, inputs, params, fitter, sources))
-            store.put(task, parts[-1])
-            bar.update(units_per_task)
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_worker_init, initargs=(inputs, params)
-        ) as pool:
-            futures = {pool.submit(_worker_run, task): task for task in todo}
-            for future in as_completed(futures):
-                task = futures[future]
-                parts.append(future.result())
-                store.put(task, parts[-1])
-                bar.set_postfix_str(f"{task.architecture} {task.cytokine}", refresh=False)
-                bar.update(units_per_task)
+    for task, part in backends.run(todo, inputs, params, run_task, workers):
+        parts.append(part)
+        store.put(task, part)
+        bar.set_postfix_str(f"{task.architecture} {task.cytokine}", refresh=False)
+        bar.update(units_per_task)
     bar.close()
     gathered = {
         key: [row for part in parts for row in part[key]]
