@@ -41,11 +41,16 @@ def _one_thread() -> None:
 _WORKER: dict = {}  # per worker process (pool or Ray): params, Fitter, sources, set once
 
 
-def _pool_init(inputs, params, run: RunTask) -> None:
-    from cytoops import train
+def make_fitter(params):
+    """train.Fitter (one unit at a time), or batched.BatchedFitter under train.batched."""
+    from cytoops import batched, train
 
+    return batched.BatchedFitter(params) if params.batched else train.Fitter(params)
+
+
+def _pool_init(inputs, params, run: RunTask) -> None:
     _one_thread()
-    _WORKER.update(inputs=inputs, params=params, run=run, fitter=train.Fitter(params), sources={})
+    _WORKER.update(inputs=inputs, params=params, run=run, fitter=make_fitter(params), sources={})
 
 
 def _pool_run(task) -> Part:
@@ -55,10 +60,8 @@ def _pool_run(task) -> Part:
 
 def run_local(tasks: list, inputs, params, run: RunTask, workers: int) -> Iterator[tuple[object, Part]]:
     """One process (workers == 1, TensorFlow's default threads) or a pool of `workers` spawned processes."""
-    from cytoops import train
-
     if workers == 1:
-        fitter, sources = train.Fitter(params), {}
+        fitter, sources = make_fitter(params), {}
         for task in tasks:
             yield task, run(task, inputs, params, fitter, sources)
         return
@@ -85,12 +88,10 @@ def _ray_task(task, inputs_box: list, params, run: RunTask) -> Part:
     come in a list so that Ray does not fetch them for every task) and the arrays models read."""
     import ray
 
-    from cytoops import train
-
     if not _WORKER:
         _one_thread()
     if _WORKER.get("params") != params:
-        _WORKER.update(params=params, fitter=train.Fitter(params))
+        _WORKER.update(params=params, fitter=make_fitter(params))
     ref = inputs_box[0]
     if _WORKER.get("inputs_ref") != ref.hex():
         _WORKER.update(inputs_ref=ref.hex(), inputs=ray.get(ref), sources={})
@@ -133,5 +134,10 @@ BACKENDS = {"local": run_local, "ray": run_ray}
 
 
 def run(tasks: list, inputs, params, run_task: RunTask, workers: int) -> Iterator[tuple[object, Part]]:
-    """The tasks under `params.backend`, yielding (task, part) as each finishes."""
+    """The tasks under `params.backend`, yielding (task, part) as each finishes; under train.batched each
+    task's units are fitted together (`batched.run_task`)."""
+    from cytoops import batched
+
+    if params.batched:
+        run_task = batched.wrap(run_task)
     return BACKENDS[params.backend](tasks, inputs, params, run_task, workers)

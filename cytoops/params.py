@@ -87,6 +87,11 @@ class TrainParams:
             raise ValueError(
                 f"train.ray_gpus_per_task is {self.ray_gpus_per_task}: use a share of one GPU in [0, 1]"
             )
+        if self.batched and self.precision != "float32":
+            raise ValueError(
+                f"train.batched trains in float32, train.precision is {self.precision!r}: "
+                "set train.precision=float32 or train.batched=false"
+            )
         if self.ray_retries < 0:
             raise ValueError(f"train.ray_retries is {self.ray_retries}: use 0 or more")
         if self.precision not in ("float32", "mixed_bfloat16", "mixed_float16"):

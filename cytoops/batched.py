@@ -1,0 +1,396 @@
+"""Many small models at once: K units of one architecture and input shape trained by one batched step.
+
+`BatchedFitter.fit(architecture, units)` trains K units together. Each weight of the architecture is stacked
+K times (a leading unit axis) and every layer runs on all K at once as batched matrix products:
+
+- Conv2D (any kernel size, stride 1, `valid` padding): im2col (the kernel's shifted slices side by side),
+  then one batched matmul (K, pixels, kh*kw*C) x (K, kh*kw*C, filters), which is a grouped convolution;
+- MaxPooling2D: the K units folded into the batch axis;
+- Flatten, Dense (relu, sigmoid, linear) and LeakyReLU: batched matmuls and elementwise ops.
+
+That covers all five study architectures (`models.py`: wide_cnn, deep_cnn and the three ViT heads); any other
+layer is a ValueError naming it. Float32 only.
+
+Each unit keeps what a one-at-a-time `train.Fitter.fit` gives it: its own data and batches (a step takes
+each unit's next mini-batch; a unit with fewer batches in an epoch, or already stopped, sits the step out
+and its weights and Adam moments stay as they were), its seed (`np.random.default_rng(seed)` draws the
+initial weights with `train.initial_weights`, then each epoch's shuffle), its own Adam step count, and
+Keras' early-stopping rule on its own validation loss (a stopped unit's weights are frozen at its best epoch
+while the others go on). So each unit matches its one-at-a-time fit within float round-off (tested): the
+sums inside a convolution run in another order.
+
+`run_task` runs `train.run_task` with the units of a task fitted together (train.batched: true).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from cytoops.params import TrainParams
+
+BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7  # keras.optimizers.Adam's defaults, as train.Fitter uses it
+
+
+@dataclass
+class UnitData:
+    """One unit's arrays and seed, as `train.run_task` hands them to `Fitter.fit` and `probability`."""
+
+    x: np.ndarray
+    y: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    seed: int
+
+
+@dataclass
+class UnitFit:
+    prob: np.ndarray  # P(responder) of each x_test row, from the unit's best weights
+    history: dict[str, list[float]]
+    best_epoch: int  # 1-based, as train.Fitter.fit returns it
+
+
+def layer_plan(model) -> list[tuple]:
+    """The model's layers as (op, ...) steps the stacked forward pass runs; a ValueError for any other."""
+    steps, index = [], 0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        config = layer.get_config()
+        activation = config.get("activation", "linear")
+        if kind == "Conv2D":
+            if tuple(config["strides"]) != (1, 1) or config["padding"] != "valid" or not config["use_bias"]:
+                raise ValueError(f"batched: {layer.name} is not a stride-1 valid Conv2D with bias")
+            steps.append(("conv", index, tuple(config["kernel_size"]), activation))
+            index += 2
+        elif kind == "Dense":
+            if not config["use_bias"]:
+                raise ValueError(f"batched: {layer.name} is a Dense layer without bias")
+            steps.append(("dense", index, activation))
+            index += 2
+        elif kind == "MaxPooling2D":
+            steps.append(("pool", tuple(config["pool_size"]), tuple(config["strides"]), config["padding"]))
+        elif kind == "Flatten":
+            steps.append(("flatten",))
+        elif kind == "LeakyReLU":
+            steps.append(("leaky", float(config["negative_slope"])))
+        else:
+            raise ValueError(
+                f"batched: no stacked version of {kind} ({layer.name}): extend batched.layer_plan"
+            )
+    if steps[-1][0] != "dense" or steps[-1][2] not in ("linear", "sigmoid"):
+        raise ValueError("batched: the last layer must be a Dense with linear (logits) or sigmoid output")
+    return steps
+
+
+def _activate(x, activation: str, final: bool):
+    import tensorflow as tf
+
+    if activation == "relu":
+        return tf.nn.relu(x)
+    if activation in ("linear", None) or (activation == "sigmoid" and final):
+        return x  # a sigmoid output stays a logit here: the loss and the probability apply it
+    raise ValueError(f"batched: activation {activation!r} is not supported")
+
+
+def stacked_forward(steps: list[tuple], weights: list, x):
+    """Logits of K stacked models: x is (K, B, ...), weights[i] is (K, *shape of the model's weight i)."""
+    import tensorflow as tf
+
+    for n, step in enumerate(steps):
+        final = n == len(steps) - 1
+        if step[0] == "conv":
+            _, i, (kh, kw), activation = step
+            kernel, bias = weights[i], weights[i + 1]
+            h, w = x.shape[2] - kh + 1, x.shape[3] - kw + 1
+            patches = tf.concat(
+                [x[:, :, a : a + h, b : b + w, :] for a in range(kh) for b in range(kw)], axis=-1
+            )  # (K, B, h, w, kh*kw*C), in the kernel's (row, column, channel) order
+            k, filters = kernel.shape[0], kernel.shape[-1]
+            flat = tf.reshape(kernel, [k, -1, filters])
+            out = tf.reshape(
+                tf.matmul(tf.reshape(patches, [k, -1, flat.shape[1]]), flat),
+                [k, -1, h, w, filters],
+            )
+            x = _activate(out + bias[:, None, None, None, :], activation, final)
+        elif step[0] == "pool":
+            _, size, strides, padding = step
+            k = tf.shape(x)[0]
+            folded = tf.reshape(x, [-1, *x.shape[2:]])
+            pooled = tf.nn.max_pool2d(folded, size, strides, padding.upper())
+            x = tf.reshape(pooled, [k, -1, *pooled.shape[1:]])
+        elif step[0] == "flatten":
+            x = tf.reshape(x, [tf.shape(x)[0], tf.shape(x)[1], int(np.prod(x.shape[2:]))])
+        elif step[0] == "dense":
+            _, i, activation = step
+            x = _activate(tf.matmul(x, weights[i]) + weights[i + 1][:, None, :], activation, final)
+        elif step[0] == "leaky":
+            x = tf.nn.leaky_relu(x, alpha=step[1])
+    return x
+
+
+class BatchedFitter:
+    """Trains K units of one architecture and input shape at once (see the module docstring).
+
+    One set of stacked variables, Adam moments and compiled step is kept per (architecture, input shape, K).
+    """
+
+    def __init__(self, params: TrainParams):
+        self.params = params
+        self._models: dict[tuple, object] = {}
+        self._slots: dict[tuple, dict] = {}
+
+    def model(self, architecture: str, input_shape: tuple[int, ...]):
+        """The one-at-a-time Keras model: its layers and weight order are what the stacked step follows."""
+        from cytoops import train
+
+        key = (architecture, input_shape)
+        if key not in self._models:
+            self._models[key] = train.Fitter(self.params)._build(architecture, input_shape)
+        return self._models[key]
+
+    def _slot(self, architecture: str, input_shape: tuple[int, ...], k: int) -> dict:
+        key = (architecture, input_shape, k)
+        if key in self._slots:
+            return self._slots[key]
+        import tensorflow as tf
+
+        model = self.model(architecture, input_shape)
+        steps = layer_plan(model)
+        two_logits = model.output_shape[-1] == 2
+        shapes = [tuple(w.shape) for w in model.weights]
+        weights = [tf.Variable(tf.zeros([k, *s]), name=f"w{i}") for i, s in enumerate(shapes)]
+        moments = [tf.Variable(tf.zeros([k, *s])) for s in shapes]
+        velocities = [tf.Variable(tf.zeros([k, *s])) for s in shapes]
+        steps_taken = tf.Variable(tf.zeros([k]))
+        lr = float(self.params.learning_rate)
+        b = self.params.batch_size
+        x_spec = tf.TensorSpec([k, b, *input_shape], tf.float32)
+        y_spec = tf.TensorSpec([k, b], tf.float32)
+        mask_spec = tf.TensorSpec([k, b], tf.float32)
+
+        def unit_losses(logits, y, mask):
+            if two_logits:
+                per_row = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(y, tf.int32), logits)
+            else:
+                per_row = tf.nn.sigmoid_cross_entropy_with_logits(y, logits[..., 0])
+            return tf.reduce_sum(per_row * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+
+        @tf.function(input_signature=[x_spec, y_spec, mask_spec])
+        def train_step(x, y, mask):
+            active = tf.cast(tf.reduce_sum(mask, axis=1) > 0, tf.float32)  # units with a batch this step
+            with tf.GradientTape() as tape:
+                logits = stacked_forward(steps, weights, x)
+                losses = unit_losses(logits, y, mask)
+                total = tf.reduce_sum(losses)
+            grads = tape.gradient(total, weights)
+            t = steps_taken + active
+            alpha = lr * tf.sqrt(1 - tf.pow(BETA_2, t)) / (1 - tf.pow(BETA_1, t))
+            for w, m, v, g in zip(weights, moments, velocities, grads, strict=True):
+                on = tf.reshape(active, [k] + [1] * (len(w.shape) - 1))
+                a = tf.reshape(alpha, on.shape)
+                m_new = m + (g - m) * (1 - BETA_1)
+                v_new = v + (tf.square(g) - v) * (1 - BETA_2)
+                m.assign(tf.where(on > 0, m_new, m))
+                v.assign(tf.where(on > 0, v_new, v))
+                w.assign(tf.where(on > 0, w - (m_new * a) / (tf.sqrt(v_new) + EPSILON), w))
+            steps_taken.assign(t)
+            return losses, logits
+
+        @tf.function(input_signature=[x_spec])
+        def forward(x):
+            return stacked_forward(steps, weights, x)
+
+        slot = dict(
+            model=model,
+            two_logits=two_logits,
+            weights=weights,
+            state=[*moments, *velocities, steps_taken],
+            train_step=train_step,
+            forward=forward,
+        )
+        self._slots[key] = slot
+        return slot
+
+    def _probability(self, slot: dict, logits: np.ndarray) -> np.ndarray:
+        """As train.Fitter: softmax class 1 of two logits, or the sigmoid of one (float32)."""
+        if slot["two_logits"]:
+            return 1.0 / (1.0 + np.exp(logits[:, 0] - logits[:, 1]))
+        return 1.0 / (1.0 + np.exp(-logits[:, 0]))
+
+    def _outputs(self, slot: dict, xs: list[np.ndarray], shape: tuple[int, ...]) -> list[np.ndarray]:
+        """Each unit's logits for its own rows xs[k] (None: none), in batches of train.batch_size."""
+        k, b = len(xs), self.params.batch_size
+        longest = max((len(x) for x in xs if x is not None), default=0)
+        outs = [[] for _ in range(k)]
+        for start in range(0, longest, b):
+            chunk = np.zeros((k, b, *shape), dtype=np.float32)
+            for u, x in enumerate(xs):
+                if x is not None and start < len(x):
+                    part = x[start : start + b]
+                    chunk[u, : len(part)] = part
+            logits = slot["forward"](chunk).numpy()
+            for u, x in enumerate(xs):
+                if x is not None and start < len(x):
+                    outs[u].append(logits[u, : min(b, len(x) - start)])
+        return [np.concatenate(o) if o else None for o in outs]
+
+    def fit(self, architecture: str, units: list[UnitData]) -> list[UnitFit]:
+        """Train every unit from fresh seeded weights, all at once: each unit's prob, history, best epoch."""
+        import keras
+
+        shape = tuple(units[0].x.shape[1:])
+        if any(tuple(u.x.shape[1:]) != shape for u in units):
+            raise ValueError("batched: units of one fit must share their input shape")
+        k, p = len(units), self.params
+        slot = self._slot(architecture, shape, k)
+        two_logits = slot["two_logits"]
+        loss_fn = (
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            if two_logits
+            else keras.losses.BinaryCrossentropy()
+        )
+        from cytoops import train
+
+        rngs = [np.random.default_rng(u.seed) for u in units]
+        fresh = [train.initial_weights(slot["model"], rng) for rng in rngs]
+        for i, w in enumerate(slot["weights"]):
+            w.assign(np.stack([f[i] for f in fresh]))
+        for s in slot["state"]:
+            s.assign(np.zeros(s.shape, dtype=np.float32))
+        histories = [{"loss": [], "val_loss": [], "accuracy": [], "val_accuracy": []} for _ in units]
+        best_loss, best_epoch, wait = [np.inf] * k, [0] * k, [0] * k
+        best = [None] * k
+        running = [True] * k
+        for epoch in range(p.epochs):
+            if not any(running):
+                break
+            orders = [
+                rng.permutation(len(u.x)) if running[j] else None
+                for j, (u, rng) in enumerate(zip(units, rngs, strict=True))
+            ]
+            n_steps = max(-(-len(units[j].x) // p.batch_size) for j in range(k) if running[j])
+            loss_sum, correct = [0.0] * k, [0.0] * k
+            for s in range(n_steps):
+                x = np.zeros((k, p.batch_size, *shape), dtype=np.float32)
+                y = np.zeros((k, p.batch_size), dtype=np.float32)
+                mask = np.zeros((k, p.batch_size), dtype=np.float32)
+                picks = [None] * k
+                for j, u in enumerate(units):
+                    if orders[j] is None:
+                        continue
+                    batch = orders[j][s * p.batch_size : (s + 1) * p.batch_size]
+                    if len(batch):
+                        picks[j] = batch
+                        x[j, : len(batch)] = u.x[batch]
+                        y[j, : len(batch)] = u.y[batch]
+                        mask[j, : len(batch)] = 1.0
+                losses, logits = slot["train_step"](x, y, mask)
+                losses, logits = losses.numpy(), logits.numpy()
+                for j, batch in enumerate(picks):
+                    if batch is not None:
+                        loss_sum[j] += float(losses[j]) * len(batch)
+                        prob = self._probability(slot, logits[j, : len(batch)])
+                        correct[j] += float(np.mean((prob >= 0.5) == (units[j].y[batch] == 1))) * len(batch)
+            val_logits = self._outputs(
+                slot, [u.x_val if running[j] else None for j, u in enumerate(units)], shape
+            )
+            for j, u in enumerate(units):
+                if not running[j]:
+                    continue
+                h = histories[j]
+                h["loss"].append(loss_sum[j] / len(u.x))
+                h["accuracy"].append(correct[j] / len(u.x))
+                if two_logits:
+                    out, target = val_logits[j], u.y_val.astype(np.int32)
+                else:
+                    out = self._probability(slot, val_logits[j]).astype(np.float32).reshape(-1, 1)
+                    target = u.y_val.astype(np.float32).reshape(-1, 1)
+                val_loss = float(loss_fn(target, out))
+                h["val_loss"].append(val_loss)
+                val_prob = self._probability(slot, val_logits[j])
+                h["val_accuracy"].append(float(np.mean((val_prob >= 0.5) == (u.y_val == 1))))
+                if val_loss < best_loss[j]:
+                    best_loss[j], best_epoch[j], wait[j] = val_loss, epoch, 0
+                    best[j] = [w[j].numpy() for w in slot["weights"]]
+                else:
+                    wait[j] += 1
+                    if wait[j] >= p.patience:
+                        running[j] = False
+        for i, w in enumerate(slot["weights"]):
+            w.assign(np.stack([b[i] for b in best]))
+        test_logits = self._outputs(slot, [u.x_test for u in units], shape)
+        return [
+            UnitFit(self._probability(slot, test_logits[j]), histories[j], best_epoch[j] + 1)
+            for j in range(k)
+        ]
+
+
+# ---- train.run_task with a task's units fitted together ----------------------------------------------------
+
+
+class _Recorder:
+    """Stands in for train.Fitter in a first pass of run_task: keeps each unit's arrays, trains nothing."""
+
+    def __init__(self):
+        self.units: list[tuple[str, UnitData]] = []
+
+    def fit(self, architecture, x, y, x_val, y_val, seed):
+        self.units.append((architecture, UnitData(x, y, x_val, y_val, np.empty((0,)), seed)))
+        return len(self.units) - 1, {"loss": []}, 0
+
+    def probability(self, model, x):
+        self.units[model][1].x_test = x
+        return np.zeros(len(x))
+
+
+class _Replay:
+    """Stands in for train.Fitter in the second pass: hands back each unit's batched result, in call order."""
+
+    def __init__(self, units: list[tuple[str, UnitData]], fits: list[UnitFit] | Exception, seconds: float):
+        self.units, self.fits, self.seconds, self.calls = units, fits, seconds, 0
+
+    def fit(self, architecture, x, y, x_val, y_val, seed):
+        i = self.calls
+        if i >= len(self.units) or self.units[i][1].seed != seed or self.units[i][0] != architecture:
+            raise RuntimeError("batched: run_task asked for units in another order than it first did")
+        self.calls += 1
+        if isinstance(self.fits, Exception):  # the batched fit failed: every unit is a recorded failure
+            raise self.fits
+        return i, self.fits[i].history, self.fits[i].best_epoch
+
+    def probability(self, model, x):
+        return self.fits[model].prob
+
+
+def run_task(run, task, inputs, params, fitter: BatchedFitter, sources: dict) -> dict[str, list]:
+    """`run(task, ...)` (train.run_task) with all of the task's units fitted at once by `fitter`.
+
+    run_task is called twice: first with a recorder that collects each unit's arrays (no training), then,
+    after one batched fit of them all, with a replay that hands each unit its result (or the batched fit's
+    error, which run_task then records for each unit). Units run_task records
+    as failures (e.g. no validation split) are not fitted. A unit's `seconds` is its equal share of the
+    batched fit's time.
+    """
+    recorder = _Recorder()
+    run(task, inputs, params, recorder, sources)
+    fits, seconds = [], 0.0
+    if recorder.units:
+        t0 = time.perf_counter()
+        try:
+            fits = fitter.fit(task.architecture, [u for _, u in recorder.units])
+        except Exception as err:  # noqa: BLE001 - recorded per unit by run_task, as a one-at-a-time failure
+            fits = err
+        seconds = time.perf_counter() - t0
+    part = run(task, inputs, params, _Replay(recorder.units, fits, seconds), sources)
+    for row in part["fits"]:
+        row["seconds"] = round(seconds / len(recorder.units), 3)
+    return part
+
+
+def wrap(run):
+    """run_task(task, inputs, params, fitter, sources) that fits a task's units together (picklable)."""
+    return functools.partial(run_task, run)

@@ -1,0 +1,100 @@
+"""batched.BatchedFitter: K units trained at once give each unit its one-at-a-time `train.Fitter.fit` result
+(float round-off aside), early stopping included; train.batched runs the grid with the same numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_train import fast_params, synthetic_inputs
+
+from cytoops import batched, train
+from cytoops.params import TrainParams
+
+SHAPES = {"wide_cnn": (16, 16, 3), "deep_cnn": (64, 64, 2), "vit_240k": (768,), "vit_linear": (768,)}
+
+
+def tiny_units(shape: tuple[int, ...], sizes=(20, 13, 30), seed: int = 0) -> list[batched.UnitData]:
+    """Units of other sizes (so other batch counts, and a partial last batch), data and seeds."""
+    rng = np.random.default_rng(seed)
+    units = []
+    for n, unit_seed in zip(sizes, (11, 22, 33), strict=False):
+        y = np.arange(n) % 2
+        x = rng.random((n, *shape)).astype(np.float32)
+        x[y == 1, ..., 0] += 0.5
+        y_val = np.array([0, 1, 0, 1, 1, 0, 1])
+        x_val = rng.random((7, *shape)).astype(np.float32)
+        x_val[y_val == 1, ..., 0] += 0.5
+        units.append(
+            batched.UnitData(x, y, x_val, y_val, rng.random((5, *shape)).astype(np.float32), unit_seed)
+        )
+    return units
+
+
+# learning rates at which the three units stop at different epochs (asserted below)
+@pytest.mark.parametrize(
+    "architecture, learning_rate",
+    [("wide_cnn", 0.003), ("deep_cnn", 0.003), ("vit_240k", 0.01), ("vit_linear", 0.003)],
+)
+def test_each_unit_matches_its_one_at_a_time_fit(architecture, learning_rate):
+    # Float tolerance: the stacked convolution sums in another order than oneDNN's. The first epoch agrees
+    # to 1e-5 (the same weights, batches and Adam steps); later round-off can flip a ReLU or max-pool choice,
+    # and Adam amplifies it on near-zero gradients: most units still agree to 1e-7, one deep_cnn unit here
+    # drifts to 1.5e-3 in its training loss by epoch 4, as it overfits to near-zero gradients; hence 5e-3
+    # over the whole fit.
+    params = TrainParams(epochs=5, batch_size=8, patience=1, learning_rate=learning_rate)
+    units = tiny_units(SHAPES[architecture])
+    together = batched.BatchedFitter(params).fit(architecture, units)
+    fitter = train.Fitter(params)
+    epochs_run = []
+    for unit, got in zip(units, together, strict=True):
+        model, history, best_epoch = fitter.fit(
+            architecture, unit.x, unit.y, unit.x_val, unit.y_val, unit.seed
+        )
+        np.testing.assert_allclose(got.prob, fitter.probability(model, unit.x_test), rtol=0, atol=5e-3)
+        assert got.best_epoch == best_epoch
+        assert set(got.history) == set(history)
+        for key in history:
+            np.testing.assert_allclose(got.history[key][0], history[key][0], rtol=0, atol=1e-5)
+            np.testing.assert_allclose(got.history[key], history[key], rtol=0, atol=5e-3)
+        epochs_run.append(len(history["loss"]))
+    # early stopping must have stopped some units before others, or the test says nothing about freezing
+    assert len(set(epochs_run)) > 1, f"every unit ran {epochs_run[0]} epochs: pick data that stops some early"
+
+
+def test_a_stopped_unit_is_frozen_at_its_best_epoch_while_the_others_go_on():
+    params = TrainParams(epochs=5, batch_size=8, patience=1, learning_rate=0.003)
+    units = tiny_units(SHAPES["wide_cnn"])
+    fits = batched.BatchedFitter(params).fit("wide_cnn", units)
+    alone = [batched.BatchedFitter(params).fit("wide_cnn", [u])[0] for u in units]
+    for together, single in zip(fits, alone, strict=True):
+        np.testing.assert_allclose(together.prob, single.prob, rtol=0, atol=1e-5)
+        assert together.best_epoch == single.best_epoch
+
+
+def test_a_layer_without_a_stacked_version_is_a_value_error():
+    import keras
+
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.BatchNormalization(), keras.layers.Dense(2)]
+    )
+    with pytest.raises(ValueError, match="no stacked version of BatchNormalization"):
+        batched.layer_plan(model)
+
+
+def test_batched_needs_float32():
+    with pytest.raises(ValueError, match="train.batched trains in float32"):
+        TrainParams(batched=True, precision="mixed_bfloat16")
+
+
+def test_the_grid_under_train_batched_gives_the_one_at_a_time_numbers():
+    inputs = synthetic_inputs(vit=True)
+    params = fast_params(architectures=("wide_cnn", "vit_linear"), epochs=3, patience=1)
+    one = train.cross_validate(inputs, params, progress=False)
+    together = train.cross_validate(inputs, dataclasses.replace(params, batched=True), progress=False)
+    assert one.failures.empty and together.failures.empty
+    pd.testing.assert_frame_equal(together.predictions, one.predictions, check_exact=False, rtol=0, atol=1e-5)
+    pd.testing.assert_frame_equal(together.curves, one.curves, check_exact=False, rtol=0, atol=1e-5)
+    pd.testing.assert_frame_equal(together.fits.drop(columns="seconds"), one.fits.drop(columns="seconds"))
