@@ -1,9 +1,11 @@
 """Where the train stage's tasks run: `local` (this machine: in-process or a process pool) or `ray`.
 
-A backend takes the tasks still to do and the function that runs one (`train.run_task`, called as
-`run(task, inputs, params, fitter, sources)`), and yields `(task, part)` as each finishes, in completion
-order. The caller (`train.cross_validate`) alone writes the task cache, the files and MLflow: workers only
-compute and send their rows back, so there is one writer whatever the backend.
+`run` hands the tasks still to do to `train.backend` in jobs (a task each; under train.batched, up to
+`train.batched_tasks` tasks of one architecture whose units train together, `batched.run_tasks`) and yields
+`(task, part)` as each job finishes, in completion order; a task's part is what `train.run_task` returns.
+A backend (`run_local`, `run_ray`) runs any list of items with a function `run(item, inputs, params, fitter,
+sources)` and yields `(item, result)`. The caller (`train.cross_validate`) alone writes the task cache, the
+files and MLflow: workers only compute and send their rows back, so there is one writer whatever the backend.
 
 Every unit is seeded from its own name and every worker runs TensorFlow on one thread, so the same params
 give the same numbers under either backend.
@@ -19,6 +21,7 @@ failing unit as a failure row).
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
@@ -58,7 +61,7 @@ def _pool_run(task) -> Part:
     return w["run"](task, w["inputs"], w["params"], w["fitter"], w["sources"])
 
 
-def run_local(tasks: list, inputs, params, run: RunTask, workers: int) -> Iterator[tuple[object, Part]]:
+def run_local(tasks: list, inputs, params, run: RunTask, workers: int) -> Iterator[tuple[object, object]]:
     """One process (workers == 1, TensorFlow's default threads) or a pool of `workers` spawned processes."""
     if workers == 1:
         fitter, sources = make_fitter(params), {}
@@ -98,7 +101,7 @@ def _ray_task(task, inputs_box: list, params, run: RunTask) -> Part:
     return run(task, _WORKER["inputs"], params, _WORKER["fitter"], _WORKER["sources"])
 
 
-def run_ray(tasks: list, inputs, params, run: RunTask, workers: int) -> Iterator[tuple[object, Part]]:
+def run_ray(tasks: list, inputs, params, run: RunTask, workers: int) -> Iterator[tuple[object, object]]:
     """Each task a Ray task; the inputs put in the object store once; results yielded as they finish."""
     try:
         import ray
@@ -133,11 +136,30 @@ def run_ray(tasks: list, inputs, params, run: RunTask, workers: int) -> Iterator
 BACKENDS = {"local": run_local, "ray": run_ray}
 
 
-def run(tasks: list, inputs, params, run_task: RunTask, workers: int) -> Iterator[tuple[object, Part]]:
-    """The tasks under `params.backend`, yielding (task, part) as each finishes; under train.batched each
-    task's units are fitted together (`batched.run_task`)."""
-    from cytoops import batched
+def plan_jobs(tasks: list, params) -> list[list]:
+    """What one worker call runs: a task; under train.batched, up to train.batched_tasks tasks of one
+    architecture (in the given order), whose units are then trained together."""
+    if not params.batched:
+        return [[task] for task in tasks]
+    by_architecture: dict[str, list] = {}
+    for task in tasks:
+        by_architecture.setdefault(task.architecture, []).append(task)
+    size = params.batched_tasks
+    return [group[i : i + size] for group in by_architecture.values() for i in range(0, len(group), size)]
 
+
+def run_job(run_task: RunTask, job: list, inputs, params, fitter, sources) -> list[Part]:
+    """A job's parts, one per task: run_task on each, or their units trained together (train.batched)."""
     if params.batched:
-        run_task = batched.wrap(run_task)
-    return BACKENDS[params.backend](tasks, inputs, params, run_task, workers)
+        from cytoops import batched
+
+        return batched.run_tasks(run_task, job, inputs, params, fitter, sources)
+    return [run_task(task, inputs, params, fitter, sources) for task in job]
+
+
+def run(tasks: list, inputs, params, run_task: RunTask, workers: int) -> Iterator[tuple[object, Part]]:
+    """The tasks under `params.backend`, yielding (task, part) as each job finishes."""
+    jobs = plan_jobs(tasks, params)
+    backend = BACKENDS[params.backend]
+    for job, parts in backend(jobs, inputs, params, functools.partial(run_job, run_task), workers):
+        yield from zip(job, parts, strict=True)

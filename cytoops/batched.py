@@ -19,12 +19,12 @@ Keras' early-stopping rule on its own validation loss (a stopped unit's weights 
 while the others go on). So each unit matches its one-at-a-time fit within float round-off (tested): the
 sums inside a convolution run in another order.
 
-`run_task` runs `train.run_task` with the units of a task fitted together (train.batched: true).
+`run_tasks` runs `train.run_task` on tasks of one architecture with all their units fitted together
+(train.batched: true; train.batched_tasks tasks at a time).
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass
 
@@ -350,8 +350,8 @@ class _Recorder:
 class _Replay:
     """Stands in for train.Fitter in the second pass: hands back each unit's batched result, in call order."""
 
-    def __init__(self, units: list[tuple[str, UnitData]], fits: list[UnitFit] | Exception, seconds: float):
-        self.units, self.fits, self.seconds, self.calls = units, fits, seconds, 0
+    def __init__(self, units: list[tuple[str, UnitData]], fits: list[UnitFit] | Exception):
+        self.units, self.fits, self.calls = units, fits, 0
 
     def fit(self, architecture, x, y, x_val, y_val, seed):
         i = self.calls
@@ -366,31 +366,36 @@ class _Replay:
         return self.fits[model].prob
 
 
-def run_task(run, task, inputs, params, fitter: BatchedFitter, sources: dict) -> dict[str, list]:
-    """`run(task, ...)` (train.run_task) with all of the task's units fitted at once by `fitter`.
+def run_tasks(
+    run, tasks: list, inputs, params, fitter: BatchedFitter, sources: dict
+) -> list[dict[str, list]]:
+    """`run(task, ...)` (train.run_task) for each task, all their units fitted at once by `fitter`.
 
-    run_task is called twice: first with a recorder that collects each unit's arrays (no training), then,
-    after one batched fit of them all, with a replay that hands each unit its result (or the batched fit's
-    error, which run_task then records for each unit). Units run_task records
-    as failures (e.g. no validation split) are not fitted. A unit's `seconds` is its equal share of the
-    batched fit's time.
+    The tasks share an architecture (and so an input shape). run_task is called twice per task: first with a
+    recorder that collects each unit's arrays (no training), then, after one batched fit of every task's
+    units, with a replay that hands each unit its result (or the batched fit's error, which run_task then
+    records for each unit). Units run_task records as failures (e.g. no validation split) are not fitted.
+    A unit's `seconds` is its equal share of the batched fit's time.
     """
-    recorder = _Recorder()
-    run(task, inputs, params, recorder, sources)
+    recorders = [_Recorder() for _ in tasks]
+    for task, recorder in zip(tasks, recorders, strict=True):
+        run(task, inputs, params, recorder, sources)
+    units = [unit for recorder in recorders for unit in recorder.units]
     fits, seconds = [], 0.0
-    if recorder.units:
+    if units:
         t0 = time.perf_counter()
         try:
-            fits = fitter.fit(task.architecture, [u for _, u in recorder.units])
+            fits = fitter.fit(units[0][0], [u for _, u in units])
         except Exception as err:  # noqa: BLE001 - recorded per unit by run_task, as a one-at-a-time failure
             fits = err
         seconds = time.perf_counter() - t0
-    part = run(task, inputs, params, _Replay(recorder.units, fits, seconds), sources)
-    for row in part["fits"]:
-        row["seconds"] = round(seconds / len(recorder.units), 3)
-    return part
-
-
-def wrap(run):
-    """run_task(task, inputs, params, fitter, sources) that fits a task's units together (picklable)."""
-    return functools.partial(run_task, run)
+    parts, start = [], 0
+    for task, recorder in zip(tasks, recorders, strict=True):
+        n = len(recorder.units)
+        mine = fits if isinstance(fits, Exception) else fits[start : start + n]
+        part = run(task, inputs, params, _Replay(recorder.units, mine), sources)
+        for row in part["fits"]:
+            row["seconds"] = round(seconds / len(units), 3)
+        parts.append(part)
+        start += n
+    return parts

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from test_train import fast_params, synthetic_inputs
 
-from cytoops import batched, train
+from cytoops import backends, batched, train
 from cytoops.params import TrainParams
 
 SHAPES = {"wide_cnn": (16, 16, 3), "deep_cnn": (64, 64, 2), "vit_240k": (768,), "vit_linear": (768,)}
@@ -89,12 +89,41 @@ def test_batched_needs_float32():
         TrainParams(batched=True, precision="mixed_bfloat16")
 
 
-def test_the_grid_under_train_batched_gives_the_one_at_a_time_numbers():
+@pytest.fixture(scope="module")
+def one_at_a_time():
     inputs = synthetic_inputs(vit=True)
     params = fast_params(architectures=("wide_cnn", "vit_linear"), epochs=3, patience=1)
-    one = train.cross_validate(inputs, params, progress=False)
-    together = train.cross_validate(inputs, dataclasses.replace(params, batched=True), progress=False)
+    return inputs, params, train.cross_validate(inputs, params, progress=False)
+
+
+@pytest.mark.parametrize("batched_tasks", [1, 3])
+def test_the_grid_under_train_batched_gives_the_one_at_a_time_numbers(one_at_a_time, batched_tasks):
+    inputs, params, one = one_at_a_time
+    batched_params = dataclasses.replace(params, batched=True, batched_tasks=batched_tasks)
+    together = train.cross_validate(inputs, batched_params, progress=False)
     assert one.failures.empty and together.failures.empty
     pd.testing.assert_frame_equal(together.predictions, one.predictions, check_exact=False, rtol=0, atol=1e-5)
     pd.testing.assert_frame_equal(together.curves, one.curves, check_exact=False, rtol=0, atol=1e-5)
     pd.testing.assert_frame_equal(together.fits.drop(columns="seconds"), one.fits.drop(columns="seconds"))
+
+
+def test_batched_jobs_group_tasks_of_one_architecture():
+    inputs = synthetic_inputs(cytokines=("IL-6", "TNF"))
+    params = fast_params(architectures=("wide_cnn", "vit_linear"), repeats=2, batched=True, batched_tasks=3)
+    tasks = train.plan(inputs, params)[0]
+    jobs = backends.plan_jobs(tasks, params)
+    assert [len(job) for job in jobs] == [3, 1, 3, 1]  # 4 tasks per architecture, 3 at a time
+    assert all(len({t.architecture for t in job}) == 1 for job in jobs)
+    assert [t for job in jobs for t in job] == sorted(tasks, key=lambda t: t.architecture != "wide_cnn")
+    assert backends.plan_jobs(tasks, dataclasses.replace(params, batched=False)) == [[t] for t in tasks]
+
+
+def test_a_failing_batched_fit_is_recorded_for_each_of_its_units(monkeypatch):
+    def failing_fit(self, architecture, units):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(batched.BatchedFitter, "fit", failing_fit)
+    inputs = synthetic_inputs(cytokines=("IL-6",))
+    result = train.cross_validate(inputs, fast_params(batched=True), progress=False)
+    assert result.predictions.empty and len(result.failures) == 2 * len(inputs.strategies)
+    assert set(result.failures.error) == {"RuntimeError: out of memory"}

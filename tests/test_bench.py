@@ -45,6 +45,14 @@ def test_quick_benchmark_writes_every_field(tiny_plate, tmp_path):
     assert mem["peak"] >= mem["train_stage"]["self"] > 100  # TensorFlow alone is more than that
     assert mem["peak"] >= mem["features_stage"]["self"] > 100
 
+    tr = r["trainers"]
+    assert tr["matmul_gflops_fp32_one_thread"] > 0
+    assert set(tr["by_architecture"]) == archs and tr["faster"] in ("batched", "one_at_a_time")
+    for row in tr["by_architecture"].values():
+        assert row["units"] > 0 and row["one_at_a_time_seconds"] > 0 and row["batched_seconds"] > 0
+        assert row["batched_gflops"] > 0 and row["max_abs_prob_difference"] < 5e-3
+    assert 0 < tr["cnn_fraction_of_matmul_peak"]["wide_cnn"]["batched"]
+
     st = r["study"]
     assert st["extrapolated"] is True and st["subset_units_per_architecture"] == 1
     assert len(st["units"]) == len(archs)  # one unit per architecture
