@@ -35,30 +35,33 @@ def tiny_units(shape: tuple[int, ...], sizes=(20, 13, 30), seed: int = 0) -> lis
 
 # learning rates at which the three units stop at different epochs (asserted below)
 @pytest.mark.parametrize(
-    "architecture, learning_rate",
-    [("wide_cnn", 0.003), ("deep_cnn", 0.003), ("vit_240k", 0.01), ("vit_linear", 0.003)],
+    "architecture, learning_rate, conv",
+    [
+        ("wide_cnn", 0.003, "unrolled"),
+        ("wide_cnn", 0.003, "grouped"),
+        ("deep_cnn", 0.003, "unrolled"),
+        ("deep_cnn", 0.003, "grouped"),
+        ("vit_240k", 0.01, None),
+        ("vit_linear", 0.003, None),
+    ],
 )
-def test_each_unit_matches_its_one_at_a_time_fit(architecture, learning_rate):
-    # Float tolerance: the stacked convolution sums in another order than oneDNN's. The first epoch agrees
-    # to 1e-5 (the same weights, batches and Adam steps); later round-off can flip a ReLU or max-pool choice,
-    # and Adam amplifies it on near-zero gradients: most units still agree to 1e-7, one deep_cnn unit here
-    # drifts to 1.5e-3 in its training loss by epoch 4, as it overfits to near-zero gradients; hence 5e-3
-    # over the whole fit.
+def test_each_unit_matches_its_one_at_a_time_fit(architecture, learning_rate, conv):
+    # Float tolerance: the batched step computes each unit's sums (matmuls, the grouped convolution) in
+    # another order; measured differences are below 2e-5 in the losses and 3e-6 in the probabilities.
     params = TrainParams(epochs=5, batch_size=8, patience=1, learning_rate=learning_rate)
     units = tiny_units(SHAPES[architecture])
-    together = batched.BatchedFitter(params).fit(architecture, units)
+    together = batched.BatchedFitter(params, conv).fit(architecture, units)
     fitter = train.Fitter(params)
     epochs_run = []
     for unit, got in zip(units, together, strict=True):
         model, history, best_epoch = fitter.fit(
             architecture, unit.x, unit.y, unit.x_val, unit.y_val, unit.seed
         )
-        np.testing.assert_allclose(got.prob, fitter.probability(model, unit.x_test), rtol=0, atol=5e-3)
+        np.testing.assert_allclose(got.prob, fitter.probability(model, unit.x_test), rtol=0, atol=1e-4)
         assert got.best_epoch == best_epoch
         assert set(got.history) == set(history)
         for key in history:
-            np.testing.assert_allclose(got.history[key][0], history[key][0], rtol=0, atol=1e-5)
-            np.testing.assert_allclose(got.history[key], history[key], rtol=0, atol=5e-3)
+            np.testing.assert_allclose(got.history[key], history[key], rtol=0, atol=1e-4)
         epochs_run.append(len(history["loss"]))
     # early stopping must have stopped some units before others, or the test says nothing about freezing
     assert len(set(epochs_run)) > 1, f"every unit ran {epochs_run[0]} epochs: pick data that stops some early"
