@@ -200,15 +200,13 @@ class BatchedFitter:
                 total = tf.reduce_sum(losses)
             grads = tape.gradient(total, weights)
             t = steps_taken + active
-            alpha = lr * tf.sqrt(1 - tf.pow(BETA_2, t)) / (1 - tf.pow(BETA_1, t))
+            t_safe = tf.maximum(t, 1.0)  # a unit that sits out its first step: alpha unused, keep it finite
+            alpha = lr * tf.sqrt(1 - tf.pow(BETA_2, t_safe)) / (1 - tf.pow(BETA_1, t_safe))
             for w, m, v, g in zip(weights, moments, velocities, grads, strict=True):
-                on = tf.reshape(active, [k] + [1] * (len(w.shape) - 1))
-                a = tf.reshape(alpha, on.shape)
-                m_new = m + (g - m) * (1 - BETA_1)
-                v_new = v + (tf.square(g) - v) * (1 - BETA_2)
-                m.assign(tf.where(on > 0, m_new, m))
-                v.assign(tf.where(on > 0, v_new, v))
-                w.assign(tf.where(on > 0, w - (m_new * a) / (tf.sqrt(v_new) + EPSILON), w))
+                on = tf.reshape(active, [k] + [1] * (len(w.shape) - 1))  # 0: the unit sits this step out
+                m.assign_add(on * ((g - m) * (1 - BETA_1)))
+                v.assign_add(on * ((tf.square(g) - v) * (1 - BETA_2)))
+                w.assign_sub(on * ((m * tf.reshape(alpha, on.shape)) / (tf.sqrt(v) + EPSILON)))
             steps_taken.assign(t)
             return losses, logits
 
@@ -250,12 +248,22 @@ class BatchedFitter:
                     outs[u].append(logits[u, : min(b, len(x) - start)])
         return [np.concatenate(o) if o else None for o in outs]
 
+    def _compact(self, slot: dict, architecture: str, shape: tuple[int, ...], keep: list[int]) -> dict:
+        """The slot of len(keep) rows, holding rows `keep` of `slot` (weights, Adam moments, step counts)."""
+        import tensorflow as tf
+
+        small = self._slot(architecture, shape, len(keep))
+        for dst, src in zip(small["weights"] + small["state"], slot["weights"] + slot["state"], strict=True):
+            dst.assign(tf.gather(src, keep))
+        return small
+
     def fit(self, architecture: str, units: list[UnitData]) -> list[UnitFit]:
         """Train every unit from fresh seeded weights, all at once: each unit's prob, history, best epoch.
 
         Each unit goes at its own pace: every step takes each running unit's next mini-batch, and a unit
         whose epoch ends is validated (and maybe stopped) then and there, so a unit with fewer images runs
-        more epochs in the same steps instead of waiting for the others.
+        more epochs in the same steps instead of waiting for the others. When half the rows hold stopped
+        units, the running ones move to a smaller stack (another compiled step, kept for later fits).
         """
         import keras
 
@@ -278,59 +286,66 @@ class BatchedFitter:
             w.assign(np.stack([f[i] for f in fresh]))
         for state in slot["state"]:
             state.assign(np.zeros(state.shape, dtype=np.float32))
+        full = slot
         histories = [{"loss": [], "val_loss": [], "accuracy": [], "val_accuracy": []} for _ in units]
         best_loss, best_epoch, wait, best = [np.inf] * k, [0] * k, [0] * k, [None] * k
         epoch, position = [0] * k, [0] * k
         orders = [rng.permutation(len(u.x)) for u, rng in zip(units, rngs, strict=True)]
         loss_sum, correct = [0.0] * k, [0.0] * k
         running = [True] * k
-        x = np.zeros((k, b, *shape), dtype=np.float32)
-        y = np.zeros((k, b), dtype=np.float32)
-        mask = np.zeros((k, b), dtype=np.float32)
+        rows = list(range(k))  # rows[r]: the unit in row r of the current stacked variables
         while any(running):
-            mask[:] = 0.0
-            picks = [None] * k
-            for j, u in enumerate(units):
+            if 2 * sum(running) <= len(rows) and len(rows) > 1:  # half the rows are stopped units: drop them
+                keep = [r for r, j in enumerate(rows) if running[j]]
+                slot = self._compact(slot, architecture, shape, keep)
+                rows = [rows[r] for r in keep]
+            n = len(rows)
+            x = np.zeros((n, b, *shape), dtype=np.float32)
+            y = np.zeros((n, b), dtype=np.float32)
+            mask = np.zeros((n, b), dtype=np.float32)
+            picks = [None] * n
+            for r, j in enumerate(rows):
                 if running[j]:
                     batch = orders[j][position[j] : position[j] + b]
-                    picks[j] = batch
-                    x[j, : len(batch)] = u.x[batch]
-                    y[j, : len(batch)] = u.y[batch]
-                    mask[j, : len(batch)] = 1.0
+                    picks[r] = batch
+                    x[r, : len(batch)] = units[j].x[batch]
+                    y[r, : len(batch)] = units[j].y[batch]
+                    mask[r, : len(batch)] = 1.0
             losses, logits = slot["train_step"](x, y, mask)
             losses, logits = losses.numpy(), logits.numpy()
             ended = []
-            for j, batch in enumerate(picks):
+            for r, batch in enumerate(picks):
                 if batch is None:
                     continue
-                u = units[j]
-                loss_sum[j] += float(losses[j]) * len(batch)
-                prob = self._probability(slot, logits[j, : len(batch)])
-                correct[j] += float(np.mean((prob >= 0.5) == (u.y[batch] == 1))) * len(batch)
+                j = rows[r]
+                loss_sum[j] += float(losses[r]) * len(batch)
+                prob = self._probability(slot, logits[r, : len(batch)])
+                correct[j] += float(np.mean((prob >= 0.5) == (units[j].y[batch] == 1))) * len(batch)
                 position[j] += len(batch)
-                if position[j] >= len(u.x):
-                    ended.append(j)
+                if position[j] >= len(units[j].x):
+                    ended.append(r)
             if not ended:
                 continue
             val_logits = self._outputs(
-                slot, [u.x_val if j in ended else None for j, u in enumerate(units)], shape
+                slot, [units[j].x_val if r in ended else None for r, j in enumerate(rows)], shape
             )
-            for j in ended:
+            for r in ended:
+                j = rows[r]
                 u, h = units[j], histories[j]
                 h["loss"].append(loss_sum[j] / len(u.x))
                 h["accuracy"].append(correct[j] / len(u.x))
                 if two_logits:
-                    out, target = val_logits[j], u.y_val.astype(np.int32)
+                    out, target = val_logits[r], u.y_val.astype(np.int32)
                 else:
-                    out = self._probability(slot, val_logits[j]).astype(np.float32).reshape(-1, 1)
+                    out = self._probability(slot, val_logits[r]).astype(np.float32).reshape(-1, 1)
                     target = u.y_val.astype(np.float32).reshape(-1, 1)
                 val_loss = float(loss_fn(target, out))
                 h["val_loss"].append(val_loss)
-                val_prob = self._probability(slot, val_logits[j])
+                val_prob = self._probability(slot, val_logits[r])
                 h["val_accuracy"].append(float(np.mean((val_prob >= 0.5) == (u.y_val == 1))))
                 if val_loss < best_loss[j]:
                     best_loss[j], best_epoch[j], wait[j] = val_loss, epoch[j], 0
-                    best[j] = [w[j].numpy() for w in slot["weights"]]
+                    best[j] = [w[r].numpy() for w in slot["weights"]]
                 else:
                     wait[j] += 1
                     if wait[j] >= p.patience:
@@ -345,6 +360,7 @@ class BatchedFitter:
                         0.0,
                         0.0,
                     )
+        slot = full
         for i, w in enumerate(slot["weights"]):
             w.assign(np.stack([bw[i] for bw in best]))
         test_logits = self._outputs(slot, [u.x_test for u in units], shape)

@@ -67,13 +67,18 @@ def test_each_unit_matches_its_one_at_a_time_fit(architecture, learning_rate, co
     assert len(set(epochs_run)) > 1, f"every unit ran {epochs_run[0]} epochs: pick data that stops some early"
 
 
-def test_a_stopped_unit_is_frozen_at_its_best_epoch_while_the_others_go_on():
+def test_stopped_units_are_dropped_from_the_stack_and_the_others_go_on_unchanged():
+    # vit_linear at this rate: two of the three units stop early, so the third moves to a stack of one
     params = TrainParams(epochs=5, batch_size=8, patience=1, learning_rate=0.003)
-    units = tiny_units(SHAPES["wide_cnn"])
-    fits = batched.BatchedFitter(params).fit("wide_cnn", units)
-    alone = [batched.BatchedFitter(params).fit("wide_cnn", [u])[0] for u in units]
+    units = tiny_units(SHAPES["vit_linear"])
+    fitter = batched.BatchedFitter(params)
+    fits = fitter.fit("vit_linear", units)
+    assert ("vit_linear", SHAPES["vit_linear"], 1) in fitter._slots, "no unit was moved to a smaller stack"
+    alone = [batched.BatchedFitter(params).fit("vit_linear", [u])[0] for u in units]
     for together, single in zip(fits, alone, strict=True):
         np.testing.assert_allclose(together.prob, single.prob, rtol=0, atol=1e-5)
+        for key, values in single.history.items():
+            np.testing.assert_allclose(together.history[key], values, rtol=0, atol=1e-5)
         assert together.best_epoch == single.best_epoch
 
 
