@@ -178,6 +178,7 @@ class BatchedFitter:
         moments = [tf.Variable(tf.zeros([k, *s])) for s in shapes]
         velocities = [tf.Variable(tf.zeros([k, *s])) for s in shapes]
         steps_taken = tf.Variable(tf.zeros([k]))
+        best = [tf.Variable(tf.zeros([k, *s])) for s in shapes]  # each unit's weights at its best epoch
         lr = float(self.params.learning_rate)
         b = self.params.batch_size
         x_spec = tf.TensorSpec([k, b, *input_shape], tf.float32)
@@ -219,6 +220,7 @@ class BatchedFitter:
             two_logits=two_logits,
             weights=weights,
             state=[*moments, *velocities, steps_taken],
+            best=best,
             train_step=train_step,
             forward=forward,
         )
@@ -266,6 +268,7 @@ class BatchedFitter:
         units, the running ones move to a smaller stack (another compiled step, kept for later fits).
         """
         import keras
+        import tensorflow as tf
 
         from cytoops import train
 
@@ -288,7 +291,7 @@ class BatchedFitter:
             state.assign(np.zeros(state.shape, dtype=np.float32))
         full = slot
         histories = [{"loss": [], "val_loss": [], "accuracy": [], "val_accuracy": []} for _ in units]
-        best_loss, best_epoch, wait, best = [np.inf] * k, [0] * k, [0] * k, [None] * k
+        best_loss, best_epoch, wait = [np.inf] * k, [0] * k, [0] * k
         epoch, position = [0] * k, [0] * k
         orders = [rng.permutation(len(u.x)) for u, rng in zip(units, rngs, strict=True)]
         loss_sum, correct = [0.0] * k, [0.0] * k
@@ -329,6 +332,7 @@ class BatchedFitter:
             val_logits = self._outputs(
                 slot, [units[j].x_val if r in ended else None for r, j in enumerate(rows)], shape
             )
+            improved = []
             for r in ended:
                 j = rows[r]
                 u, h = units[j], histories[j]
@@ -345,7 +349,7 @@ class BatchedFitter:
                 h["val_accuracy"].append(float(np.mean((val_prob >= 0.5) == (u.y_val == 1))))
                 if val_loss < best_loss[j]:
                     best_loss[j], best_epoch[j], wait[j] = val_loss, epoch[j], 0
-                    best[j] = [w[r].numpy() for w in slot["weights"]]
+                    improved.append((r, j))
                 else:
                     wait[j] += 1
                     if wait[j] >= p.patience:
@@ -360,9 +364,13 @@ class BatchedFitter:
                         0.0,
                         0.0,
                     )
+            if improved:  # kept on the device, by unit, in the full stack
+                rs, js = [r for r, _ in improved], [[j] for _, j in improved]
+                for keep, w in zip(full["best"], slot["weights"], strict=True):
+                    keep.scatter_nd_update(js, tf.gather(w, rs))
         slot = full
-        for i, w in enumerate(slot["weights"]):
-            w.assign(np.stack([bw[i] for bw in best]))
+        for w, keep in zip(slot["weights"], slot["best"], strict=True):
+            w.assign(keep)
         test_logits = self._outputs(slot, [u.x_test for u in units], shape)
         return [
             UnitFit(self._probability(slot, test_logits[j]), histories[j], best_epoch[j] + 1)
