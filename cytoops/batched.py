@@ -12,13 +12,15 @@ K times (a leading unit axis) and every layer runs on all K at once as batched m
 That covers all five study architectures (`models.py`: wide_cnn, deep_cnn and the three ViT heads); any other
 layer is a ValueError naming it. Float32 only.
 
-Each unit keeps what a one-at-a-time `train.Fitter.fit` gives it: its own data and batches (a step takes
-each unit's next mini-batch; a unit with fewer batches in an epoch, or already stopped, sits the step out
-and its weights and Adam moments stay as they were), its seed (`np.random.default_rng(seed)` draws the
-initial weights with `train.initial_weights`, then each epoch's shuffle), its own Adam step count, and
-Keras' early-stopping rule on its own validation loss (a stopped unit's weights are frozen at its best epoch
-while the others go on). So each unit matches its one-at-a-time fit within float round-off (tested): the
-sums inside a convolution run in another order.
+Each unit keeps what a one-at-a-time `train.Fitter.fit` gives it: its own data and batches (every step takes
+each running unit's next mini-batch, at its own pace: a unit with fewer images starts its next epoch sooner),
+its seed (`np.random.default_rng(seed)` draws the initial weights with `train.initial_weights`, then each
+epoch's shuffle), its own Adam step count, and Keras' early-stopping rule on its own validation loss, checked
+when its own epoch ends (a stopped unit sits out every later step, its weights frozen at its best epoch, while
+the others go on; once stopped units are half the stack, the running ones move to a smaller one). So each unit
+matches its one-at-a-time fit up to float round-off (tested): a unit's last, partial batch is padded to the
+full size and the stacked sums run in another order; over many epochs a deep CNN can amplify that round-off
+(benchmarks/README.md).
 
 `run_tasks` runs `train.run_task` on tasks of one architecture with all their units fitted together
 (train.batched: true; train.batched_tasks tasks at a time).
