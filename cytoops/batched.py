@@ -194,7 +194,9 @@ class BatchedFitter:
                 per_row = tf.nn.sigmoid_cross_entropy_with_logits(y, logits[..., 0])
             return tf.reduce_sum(per_row * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
 
-        @tf.function(input_signature=[x_spec, y_spec, mask_spec])
+        # autograph=False: plain Python loops only, and no conversion cache (in a long test session, autograph
+        # once handed this step another closure's converted code: "missing arguments y and mask")
+        @tf.function(input_signature=[x_spec, y_spec, mask_spec], autograph=False)
         def train_step(x, y, mask):
             active = tf.cast(tf.reduce_sum(mask, axis=1) > 0, tf.float32)  # units with a batch this step
             with tf.GradientTape() as tape:
@@ -213,7 +215,7 @@ class BatchedFitter:
             steps_taken.assign(t)
             return losses, logits
 
-        @tf.function(input_signature=[x_spec])
+        @tf.function(input_signature=[x_spec], autograph=False)
         def forward(x):
             return stacked_forward(steps, weights, x, self.conv)
 
