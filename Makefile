@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	if [ -z "$$PY" ]; then echo "cytoops needs Python 3.10 or 3.11 (vit-keras requires < 3.12); none found: install one or set PYTHON=/path/to/python3.11" >&2; exit 1; fi; \
 	if [ ! -x $(BIN)/python ]; then $$PY -m venv $(VENV); fi
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[$(EXTRA),dev]"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRA),dev,ray]"
 	@touch $(STAMP)
 
 demo: $(STAMP)

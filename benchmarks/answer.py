@@ -11,7 +11,8 @@ truth.json:
 
 Usage (the grid can be reduced with --set, as `cytoops run` takes it; say which in the results):
     python benchmarks/answer.py --out benchmarks/answer.json --seeds 0 1 2 --null-seeds 10 11 12 13 14 \
-        --set 'train.architectures=[wide_cnn,vit_linear,profile,multitask_cnn]' --set 'augment.strategies=[none]'
+        --set 'train.architectures=[wide_cnn,vit_linear,profile,multitask_cnn]' \
+        --set 'augment.strategies=[none]'
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from scipy import stats
 def run_plate(seed: int, null: bool, overrides: list[str], work: Path) -> dict:
     data, out = work / f"data-{seed}-{int(null)}", work / f"out-{seed}-{int(null)}"
     cli = [str(Path(sys.executable).parent / "cytoops")]
-    subprocess.run([*cli, "demo-plate", str(data), "--seed", str(seed), *(["--null"] if null else [])], check=True)
+    subprocess.run(
+        [*cli, "demo-plate", str(data), "--seed", str(seed), *(["--null"] if null else [])], check=True
+    )
     t0 = time.perf_counter()
     sets = [a for o in overrides for a in ("--set", o)]
     subprocess.run([*cli, "run", "--data", str(data), "--out", str(out), "--no-track", *sets], check=True)
@@ -101,7 +104,9 @@ def main() -> None:
         b.plot([0, 1], [0, 1], color="#d7301f", ls="--")
         b.set_xlabel("uniform quantile")
         b.set_ylabel("observed p")
-        fig.suptitle(f"{len(nulls)} null plates, {len(p_null)} cytokines: KS p = {summary['null_ks_uniform_p']:.2g}")
+        fig.suptitle(
+            f"{len(nulls)} null plates, {len(p_null)} cytokines: KS p = {summary['null_ks_uniform_p']:.2g}"
+        )
         fig.tight_layout()
         fig.savefig(args.out.with_suffix(".png"), dpi=100)
     print(json.dumps(summary, indent=1))

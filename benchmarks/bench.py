@@ -343,6 +343,144 @@ def phase_study(workdir: Path) -> None:
     (workdir / "study.json").write_text(json.dumps(out, default=float))
 
 
+# ---- one-at-a-time vs batched trainer, and how close the CNN trainer gets to the machine's fp32 limit ------
+
+
+def forward_flops(model) -> int:
+    """Multiply-adds x 2 of one sample's forward pass (Conv2D and Dense layers; the rest is negligible)."""
+    flops = 0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "Conv2D":
+            kh, kw, c_in, c_out = layer.kernel.shape
+            _, h, w, _ = layer.output.shape
+            flops += 2 * kh * kw * c_in * c_out * h * w
+        elif kind == "Dense":
+            flops += 2 * int(np.prod(layer.kernel.shape))
+    return int(flops)
+
+
+def unit_flops(forward: int, u, history: dict) -> float:
+    """Useful FLOPs of one fit: 3x forward per training image-epoch (forward, input and weight gradients),
+    1x per validation image-epoch and per test image. Padding and idle units of a batched step not counted."""
+    epochs = len(history["loss"])
+    return float(forward) * (3 * len(u.x) * epochs + len(u.x_val) * epochs + len(u.x_test))
+
+
+def matmul_gflops(n: int = 1024, seconds: float = 2.0) -> float:
+    """The machine's fp32 matrix-multiply throughput in this process (TensorFlow, its thread setting)."""
+    import tensorflow as tf
+
+    a = tf.random.stateless_normal([n, n], seed=[1, 2])
+    b = tf.random.stateless_normal([n, n], seed=[3, 4])
+    mm = tf.function(lambda a, b: tf.matmul(a, b))
+    mm(a, b).numpy()  # trace, warm up
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        mm(a, b).numpy()
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - t0) / 1e9
+
+
+def phase_trainers(workdir: Path) -> None:
+    """One task per architecture (its folds x augmentations): train.Fitter one unit after another, then
+    batched.BatchedFitter all of them at once, on the same units, each after a 1-epoch warm-up (tracing).
+    One TensorFlow thread, as a grid worker has; the fp32 matmul limit is measured the same way."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from cytoops import batched, train
+
+    config, p = load_config(workdir)
+    vit_path = workdir / "features" / "vit.npz"
+    inputs = train.load_inputs(
+        workdir / "wrangle", workdir / "augment" / "views.npz", vit_path if vit_path.is_file() else None, p
+    )
+    tasks = train.plan(inputs, p.train)[0]
+    peak = matmul_gflops()
+    log(f"trainers: fp32 matmul {peak:.1f} GFLOP/s on one thread")
+    warm = dataclasses.replace(p.train, epochs=1)
+    rows, sources = {}, {}
+    for arch in p.train.architectures:
+        picked = [t for t in tasks if t.architecture == arch][: config["trainer_tasks"]]
+        loop_s = batched_s = flops_loop = flops_batched = 0.0
+        n_units, max_diff = 0, 0.0
+        for task in picked:
+            recorder = batched._Recorder()
+            train.run_task(task, inputs, p.train, recorder, sources)
+            units = [u for _, u in recorder.units]
+            if not units:
+                continue
+            fitter, together = train.Fitter(warm), batched.BatchedFitter(warm)
+            shape = tuple(units[0].x.shape[1:])
+            forward = forward_flops(together.model(arch, shape))
+            fitter.fit(arch, units[0].x, units[0].y, units[0].x_val, units[0].y_val, units[0].seed)
+            together.fit(arch, units)  # the same K: the step is traced for this task's shape
+            fitter.params = together.params = p.train
+            t0 = time.perf_counter()
+            loop = []
+            for u in units:
+                model, history, _ = fitter.fit(arch, u.x, u.y, u.x_val, u.y_val, u.seed)
+                loop.append((fitter.probability(model, u.x_test), history))
+            loop_s += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            fits = together.fit(arch, units)
+            batched_s += time.perf_counter() - t0
+            flops_loop += sum(unit_flops(forward, u, h) for u, (_, h) in zip(units, loop, strict=True))
+            flops_batched += sum(unit_flops(forward, u, f.history) for u, f in zip(units, fits, strict=True))
+            max_diff = max(
+                max_diff, *(float(np.abs(f.prob - q).max()) for f, (q, _) in zip(fits, loop, strict=True))
+            )
+            n_units += len(units)
+        rows[arch] = {
+            "tasks": len(picked),
+            "units": n_units,
+            "one_at_a_time_seconds": loop_s,
+            "batched_seconds": batched_s,
+            "batched_speedup": loop_s / batched_s if batched_s else None,
+            "one_at_a_time_gflops": flops_loop / loop_s / 1e9 if loop_s else None,
+            "batched_gflops": flops_batched / batched_s / 1e9 if batched_s else None,
+            "max_abs_prob_difference": max_diff,
+        }
+        log(
+            f"trainers: {arch}, {n_units} units: one at a time {loop_s:.1f} s, batched {batched_s:.1f} s "
+            f"({rows[arch]['batched_speedup'] or float('nan'):.2f}x)"
+        )
+    out = {"matmul_gflops_fp32": peak, "threads": 1, "by_architecture": rows}
+    (workdir / "trainers.json").write_text(json.dumps(out, default=float))
+
+
+def summarize_trainers(tr: dict) -> dict:
+    """Both trainers side by side; the CNN trainer's achieved FLOP/s as a fraction of the matmul limit."""
+    rows = tr["by_architecture"]
+    cnn = [a for a in rows if models_kind(a) == "cnn" and rows[a]["one_at_a_time_seconds"]]
+    total = {side: sum(r[f"{side}_seconds"] for r in rows.values()) for side in ("one_at_a_time", "batched")}
+    fraction = {
+        a: {
+            side: (rows[a][f"{side}_gflops"] or 0.0) / tr["matmul_gflops_fp32"]
+            for side in ("one_at_a_time", "batched")
+        }
+        for a in cnn
+    }
+    return {
+        "what": "one task per architecture (its folds x augmentations), one TensorFlow thread: train.Fitter "
+        "one unit after another vs batched.BatchedFitter all at once; useful FLOPs (3x forward per training "
+        "image-epoch, 1x per validation image-epoch and test image) per second, against tf.matmul fp32 "
+        "(1024^2) on the same thread in the same process",
+        "matmul_gflops_fp32_one_thread": tr["matmul_gflops_fp32"],
+        "by_architecture": rows,
+        "seconds": total,
+        "batched_speedup": total["one_at_a_time"] / total["batched"] if total["batched"] else None,
+        "faster": None
+        if not total["batched"]
+        else ("batched" if total["batched"] < total["one_at_a_time"] else "one_at_a_time"),
+        "cnn_fraction_of_matmul_peak": fraction,
+    }
+
+
 # ---- the orchestrator --------------------------------------------------------------------------------------
 
 
@@ -695,11 +833,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workdir", type=Path, help="keep intermediate files here (default: a temporary folder)"
     )
-    parser.add_argument("--phase", choices=["features", "cytoops", "study"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--trainer-tasks",
+        type=int,
+        default=1,
+        help="tasks per architecture in the batched-vs-loop comparison",
+    )
+    parser.add_argument(
+        "--phase", choices=["features", "cytoops", "study", "trainers"], help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
 
     if args.phase:
-        {"features": phase_features, "cytoops": phase_cytoops, "study": phase_study}[args.phase](args.workdir)
+        phases = {
+            "features": phase_features,
+            "cytoops": phase_cytoops,
+            "study": phase_study,
+            "trainers": phase_trainers,
+        }
+        phases[args.phase](args.workdir)
         return 0
 
     from cytoops import augment, train, wrangle
@@ -736,6 +888,7 @@ def main(argv: list[str] | None = None) -> int:
                 "subset": subset,
                 "study_units_per_arch": per_arch,
                 "subset_seed": args.subset_seed,
+                "trainer_tasks": args.trainer_tasks,
             }
             (workdir / "config.json").write_text(json.dumps(config))
             n_units = sum(units_per_arch.values())
@@ -746,6 +899,7 @@ def main(argv: list[str] | None = None) -> int:
             needs_vit = any(models_kind(a) == "vit" for a in p.train.architectures)
             ft_wall, ft_tree = run_phase("features", workdir) if needs_vit else (0.0, None)
             cy_wall, cy_tree = run_phase("cytoops", workdir)
+            tr_wall, _ = run_phase("trainers", workdir)
             st_wall, st_tree = run_phase("study", workdir) if subset else (0.0, None)
         cy = json.loads((workdir / "cytoops.json").read_text())
         ft = json.loads((workdir / "features.json").read_text()) if needs_vit else None
@@ -753,6 +907,7 @@ def main(argv: list[str] | None = None) -> int:
         cy["features_peak_rss_mb"] = ft["peak_rss_mb"] if ft else None
         cy["features_tree_mb"], cy["train_tree_mb"] = ft_tree, cy_tree
         st = json.loads((workdir / "study.json").read_text()) if subset else None
+        tr = json.loads((workdir / "trainers.json").read_text())
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -822,8 +977,14 @@ def main(argv: list[str] | None = None) -> int:
         "plate": plate,
         "grid": grid,
         "prep_seconds": prep,
-        "phase_wall_seconds": {"features": ft_wall, "cytoops_train": cy_wall, "study": st_wall},
+        "phase_wall_seconds": {
+            "features": ft_wall,
+            "cytoops_train": cy_wall,
+            "trainers": tr_wall,
+            "study": st_wall,
+        },
         **body,
+        "trainers": summarize_trainers(tr),
         "targets": targets,
     }
     total = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()

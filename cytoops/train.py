@@ -18,12 +18,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import multiprocessing
 import os
 import sys
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +31,7 @@ import typer
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
-from cytoops import augment, features
+from cytoops import augment, backends, features
 from cytoops import params as params_mod
 from cytoops import wrangle as wrangle_mod
 from cytoops.params import TrainParams
@@ -624,27 +622,6 @@ def run_multitask(task: Task, inputs: Inputs, params: TrainParams, sources: dict
     return out
 
 
-def _worker_init(inputs: Inputs, params: TrainParams) -> None:
-    """A worker process: one TensorFlow thread (the cores are shared between workers), its own Fitter."""
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    _WORKER.update(inputs=inputs, params=params, fitter=Fitter(params), sources={})
-
-
-_WORKER: dict = {}  # per worker process, set once by _worker_init
-
-
-def _worker_pid() -> int:
-    time.sleep(0.1)  # long enough for another idle worker to take the next one
-    return os.getpid()
-
-
-def _worker_run(task: Task) -> dict[str, list]:
-    return run_task(task, _WORKER["inputs"], _WORKER["params"], _WORKER["fitter"], _WORKER["sources"])
-
-
 def n_workers(params: TrainParams) -> int:
     """train.workers, where 0 means one per CPU core, or 1 on a machine with an NVIDIA GPU.
 
@@ -818,28 +795,11 @@ def cross_validate(
             advance(task)
     todo = interleave(todo)
     workers = min(n_workers(params), max(1, len(todo)))
-    if workers == 1:
-        fitter, sources = Fitter(params), {}
-        bar.unpause()  # the start-up (TensorFlow's import) is not a fit: the time left counts from here
-        for task in todo:
-            parts.append(run_task(task, inputs, params, fitter, sources))
-            store.put(task, parts[-1])
-            advance(task)
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_worker_init, initargs=(inputs, params)
-        ) as pool:
-            seen: set[int] = set()  # every worker is up (TensorFlow imported, inputs loaded) ...
-            while len(seen) < workers:
-                seen |= {f.result() for f in [pool.submit(_worker_pid) for _ in range(workers)]}
-            bar.unpause()  # ... and the time left counts from here, not from the start-up
-            futures = {pool.submit(_worker_run, task): task for task in todo}
-            for future in as_completed(futures):
-                task = futures[future]
-                parts.append(future.result())
-                store.put(task, parts[-1])
-                advance(task)
+    bar.unpause()
+    for task, part in backends.run(todo, inputs, params, run_task, workers):
+        parts.append(part)
+        store.put(task, part)
+        advance(task)
     bar.close()
     gathered = {
         key: [row for part in parts for row in part[key]]
