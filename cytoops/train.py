@@ -420,7 +420,7 @@ def _prediction_rows(unit: Unit, inputs: Inputs, wells, labels, balanced, prob) 
             "well": inputs.wells.well.to_numpy()[wells],
             "label": labels,
             "balanced": balanced,
-            "prob": prob,
+            "prob": np.asarray(prob, dtype=np.float64),  # one dtype whatever the model
         }
     )
 

@@ -206,7 +206,9 @@ def test_embeddings_are_informative_but_noisy(plate0):
 def test_command_writes_plate_and_montage(plate0, tmp_path, monkeypatch):
     import typer
 
-    monkeypatch.setattr(demo, "make_demo_plate", lambda seed: plate0)  # generation is tested above
+    monkeypatch.setattr(
+        demo, "make_demo_plate", lambda seed, null=False: plate0
+    )  # generation is tested above
     app = typer.Typer()
     app.command()(demo.command)
     png = tmp_path / "montage.png"

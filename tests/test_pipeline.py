@@ -151,7 +151,7 @@ def test_more_folds_than_treatment_groups_stops_before_training(wide_plate, isol
     result = CliRunner().invoke(cli.app, [*args, "--set", "train.folds=17"])
     assert result.exit_code == 2
     [line] = error_lines(result)
-    assert "train.folds is 17 but the kept cytokines have at most 16 treatment groups" in line
+    assert "train.folds is 17 but the plate's labelled wells hold 16 treatment groups" in line
     assert "set train.folds to 16 or fewer" in line
 
 
@@ -179,7 +179,8 @@ def test_every_unit_failing_is_one_line_quoting_the_failures_file(wide_plate, is
 
     monkeypatch.setattr(train.Fitter, "fit", broken_fit)
     out = isolated / "out"
-    args = ["run", "--data", str(wide_plate()), "--out", str(out), "--no-track", *FAST]
+    only_cnn = ["--set", "train.architectures=[wide_cnn]"]  # profile and multitask_cnn use no Fitter
+    args = ["run", "--data", str(wide_plate()), "--out", str(out), "--no-track", *FAST, *only_cnn]
     result = CliRunner().invoke(cli.app, args)
     assert result.exit_code == 2
     [line] = error_lines(result)

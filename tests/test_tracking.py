@@ -154,7 +154,9 @@ def test_track_logs_a_parent_run_and_a_nested_run_per_model(tmp_path, store, mon
     flat = params.load(REPO / "params.yaml", ["train.epochs=7"]).flat()
     assert set(flat) <= set(parent.data.params)  # every param, flattened
     assert parent.data.params["train.epochs"] == "7"
-    assert parent.data.params["train.architectures"] == "[wide_cnn, deep_cnn, vit_linear, vit_240k, vit_500k]"
+    assert parent.data.params["train.architectures"] == (
+        "[wide_cnn, deep_cnn, vit_linear, vit_240k, vit_500k, profile, multitask_cnn]"
+    )
     assert parent.data.metrics["n_cytokines_kept"] == 3
     # the headline: median over cytokines of the best model's ROC AUC, and the best family as a tag
     means = pd.read_csv(paths["reports"] / "f1_per_cytokine.csv")
@@ -440,7 +442,10 @@ def test_mlproject_main_declares_every_param_with_the_params_yaml_default():
     sets = [words[i + 1] for i, word in enumerate(words) if word == "--set"]
     assert params.load(REPO / "params.yaml", sets) == p
     sets = [
-        s.replace("[wide_cnn,deep_cnn,vit_linear,vit_240k,vit_500k]", "[wide_cnn,deep_cnn]") for s in sets
+        s.replace(
+            "[wide_cnn,deep_cnn,vit_linear,vit_240k,vit_500k,profile,multitask_cnn]", "[wide_cnn,deep_cnn]"
+        )
+        for s in sets
     ]
     assert params.load(REPO / "params.yaml", sets).train.architectures == ("wide_cnn", "deep_cnn")
 
