@@ -21,17 +21,21 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 # per-cytokine columns, in the order shown, when present: (heading, candidate column names)
 # a baseline's value is shown with the baseline's name, from these columns when present
-BASELINE_NAMES = {"best baseline F1": "best_baseline", "best baseline ROC AUC": "best_baseline_auc_name"}
+BASELINE_NAMES = {
+    "best baseline F1": "best_baseline",
+    "best baseline ROC AUC": "best_baseline_auc_name",
+    "best image-blind ROC AUC": "best_blind",
+}
 CYTOKINE_COLUMNS = [
     ("cytokine", ["cytokine"]),
     ("predictable", ["predictable"]),
-    ("best model", ["model", "best_model"]),
-    ("F1", ["f1", "best_f1"]),
+    ("best model", ["best_predictor", "model", "best_model"]),
+    ("family", ["best_family"]),
     ("ROC AUC", ["roc_auc", "auroc", "best_roc_auc", "best_auroc"]),
-    ("best baseline F1", ["best_baseline_f1", "baseline_f1"]),
-    ("best baseline ROC AUC", ["best_baseline_roc_auc", "baseline_roc_auc"]),
+    ("best image-blind ROC AUC", ["best_blind_roc_auc"]),
+    ("study - profile (AUC)", ["study_vs_profile_auc_diff"]),
+    ("F1", ["f1", "best_f1"]),
     ("q", ["q"]),
-    ("signal in images", ["signal_in_images"]),
 ]
 
 
