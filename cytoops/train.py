@@ -1,13 +1,15 @@
 """train: two-fold (or k-fold) cross-validation of every (architecture, augmentation, cytokine).
 
 Science rules, each enforced here and tested:
-- folds are stratified by label and grouped by treatment (replicates of a treatment share a fold);
-  the same folds serve every architecture and augmentation of a cytokine, so comparisons are paired;
+- one fold assignment per plate and repeat (`plate_folds`), grouped by treatment (replicates of a treatment
+  share a fold) and spreading every cytokine's responders; the same folds serve every cytokine, model and
+  baseline, and every model predicts every labelled test-fold well, so comparisons are paired;
 - augmentation touches only the training part of the training fold (`augment.training_views`);
 - early stopping watches a validation split carved from the training fold (grouped too), never the test
   fold, and restores the best weights;
-- each unit of work (architecture, augmentation, cytokine, fold) is seeded from its own name, so it gives
-  the same result whatever else runs and in whatever order (a distributed engine could run units apart).
+- each unit of work (architecture, augmentation, cytokine, fold) is seeded from its own name, so given the
+  plate's folds it gives the same result whatever other architecture runs and in whatever order (a
+  distributed engine could run units apart).
 
 Speed: a CNN is compiled once per architecture and input shape and reset to fresh seeded weights for each
 unit (no rebuilding or retracing); ViT heads train on the cached backbone features (`features` stage).
@@ -77,19 +79,6 @@ class Result:
     fits: pd.DataFrame  # one row per fit: sizes, best epoch, seconds
     failures: pd.DataFrame  # one row per failed unit, with the error
     folds: pd.DataFrame  # cytokine, repeat, well_index, fold, balanced: what every model and baseline shares
-
-
-def assign_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
-    """Fold of each well: stratified by label, a group (treatment) never split across folds."""
-    if len(np.unique(groups)) < n_folds:
-        raise ValueError(
-            f"only {len(np.unique(groups))} treatment groups: cannot make {n_folds} grouped folds"
-        )
-    folds = np.full(len(labels), -1)
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for k, (_, test) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
-        folds[test] = k
-    return folds
 
 
 def plate_folds(responders: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
