@@ -614,7 +614,8 @@ def test_initial_weights_are_seeded_and_shaped_as_keras_draws_them(architecture)
         else:  # Glorot uniform: both inside the bound our fan-in/fan-out give, with the spread it implies
             receptive = int(np.prod(theirs.shape[:-2])) if theirs.ndim > 2 else 1
             limit = np.sqrt(6.0 / (receptive * (theirs.shape[-2] + theirs.shape[-1])))
-            assert np.abs(mine).max() <= limit and np.abs(theirs).max() <= limit
+            bound = np.float32(limit)  # float32 draws may round up to the limit's float32 value
+            assert np.abs(mine).max() <= bound and np.abs(theirs).max() <= bound
             if theirs.size >= 5000:
                 assert mine.std() == pytest.approx(limit / np.sqrt(3), rel=0.05)
                 assert theirs.std() == pytest.approx(limit / np.sqrt(3), rel=0.05)
