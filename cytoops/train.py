@@ -335,6 +335,14 @@ def fold_problem(labels: np.ndarray, balanced: np.ndarray, folds: np.ndarray, n_
     return None
 
 
+def wide_labels(inputs: Inputs, values: str = "label") -> pd.DataFrame:
+    """(n_wells, kept cytokines) of a labels column (label or balanced); NaN where a well has no label."""
+    lab = inputs.labels[inputs.labels.cytokine.isin(inputs.kept)]
+    return lab.pivot(index="well_index", columns="cytokine", values=values).reindex(
+        index=range(len(inputs.wells)), columns=list(inputs.kept)
+    )
+
+
 def plan(inputs: Inputs, params: TrainParams) -> tuple[list[Task], pd.DataFrame, list[dict]]:
     """The grid's tasks, the plate's folds (one assignment per repeat, every cytokine and model), and the
     cytokines that cannot be cross-validated on them (recorded as failures, never dropped silently)."""
@@ -342,9 +350,7 @@ def plan(inputs: Inputs, params: TrainParams) -> tuple[list[Task], pd.DataFrame,
     kept = list(inputs.kept)
     n = len(inputs.wells)
     lab = inputs.labels[inputs.labels.cytokine.isin(kept)]
-    table = lab.pivot(index="well_index", columns="cytokine", values="label").reindex(
-        index=range(n), columns=kept
-    )
+    table = wide_labels(inputs)
     groups = inputs.wells.group.to_numpy()
     per_cytokine = [a for a in params.architectures if params_mod.architecture_kind(a) != "multitask"]
     for repeat in range(params.repeats):
@@ -547,14 +553,8 @@ def run_multitask(task: Task, inputs: Inputs, params: TrainParams, sources: dict
     if "cnn" not in sources:
         sources["cnn"] = cnn_view_bank(inputs, params.cnn_channels)
     source = sources["cnn"]
-    lab = inputs.labels[inputs.labels.cytokine.isin(inputs.kept)]
-    table = lab.pivot(index="well_index", columns="cytokine", values="label").reindex(
-        index=range(len(inputs.wells)), columns=list(inputs.kept)
-    )
-    balanced = lab.pivot(index="well_index", columns="cytokine", values="balanced").reindex(
-        index=range(len(inputs.wells)), columns=list(inputs.kept)
-    )
-    y_all = table.to_numpy(float)
+    balanced = wide_labels(inputs, "balanced")
+    y_all = wide_labels(inputs).to_numpy(float)
     labelled = ~np.isnan(y_all).all(axis=1)
     strategy = richest(inputs.strategies)
     for fold in range(params.folds):

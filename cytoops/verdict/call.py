@@ -123,7 +123,6 @@ def decide(
         count = _best(mine[mine.family == FAMILIES["cell_count"]])
         if study is not None and prof is not None:
             _compare(row, "study_vs_profile", study, prof, draws, level)
-            row["study_vs_profile_auc_diff"] = study.roc_auc - prof.roc_auc
         _compare(row, "best_vs_embeddings", best, _best(emb[emb.cytokine == cytokine]), draws, level)
         _compare(row, "best_vs_cell_count", best, count, draws, level)
         if cytokine in tests.index:
@@ -154,6 +153,6 @@ def decide(
         else:
             reasons.append(f"not significant: q = {r.q:.2g} >= {alpha}")
     table["reason"] = reasons
-    if "cell_count" in FAMILIES and "best_vs_cell_count_lo" in table:
+    if "best_vs_cell_count_lo" in table:
         table["cell_count_alone"] = table.best_vs_cell_count_lo <= 0  # the best does not beat cell count
     return table
