@@ -123,22 +123,11 @@ def training_set(inputs: train_mod.Inputs, source: np.ndarray, cytokine: str, au
     return np.asarray(x, dtype=np.float32), y, example, len(wells)
 
 
-def refit(architecture: str, x: np.ndarray, y: np.ndarray, epochs: int, p: params_mod.TrainParams, seed: int):
-    """A fresh seeded model of `architecture` trained on (x, y) for exactly `epochs` epochs (no held-out data:
-    the folds chose the epoch count)."""
-    import keras
-
-    from cytoops import models
-
-    keras.utils.set_random_seed(seed)
-    spec = models.get(architecture)
-    mp = models.ModelParams(learning_rate=p.learning_rate, dtype_policy=p.precision)
-    model = (
-        spec.build(tuple(x.shape[1:]), mp)
-        if spec.kind == "cnn"
-        else models.build_head(architecture, x.shape[1], mp)
-    )
-    model.fit(x, y, epochs=epochs, batch_size=p.batch_size, shuffle=True, verbose=0)
+def refit(fitter: train_mod.Fitter, architecture: str, x: np.ndarray, y: np.ndarray, epochs: int, seed: int):
+    """A fresh seeded model of `architecture` trained on (x, y) for exactly `epochs` epochs by the loop that
+    cross-validated it (`train.Fitter`; no held-out data: the folds chose the epoch count). The model is the
+    fitter's: log it before the next refit."""
+    model, _, _ = fitter.fit(architecture, x, y, None, None, seed, epochs=epochs)
     return model
 
 
@@ -362,6 +351,7 @@ def register(
     image_size = int(inputs.bank.images.shape[-1])
     scaling = wrangle.load_scaling(wrangled) if any(models.get(a).kind == "cnn" for a in archs) else None
     cnn_bank = None
+    fitter = train_mod.Fitter(p.train)
     for (architecture, augmentation), group in todo.groupby(["architecture", "augmentation"], sort=True):
         key = f"{architecture}/{augmentation}"
         if key not in tracked.nested:
@@ -383,11 +373,11 @@ def register(
                 slug = slugify(r.cytokine)
                 x, y, example, n_wells = training_set(inputs, source, r.cytokine, augmentation)
                 model = refit(
+                    fitter,
                     architecture,
                     x,
                     y,
                     int(r.epochs),
-                    p.train,
                     refit_seed(architecture, augmentation, r.cytokine, p.train.seed),
                 )
                 is_champion = (r.cytokine, architecture, augmentation) in champion_of
@@ -469,7 +459,6 @@ def register(
                     else:
                         line += f"; not predictable: no @{ALIAS}"
                 typer.echo(line)
-                del model
     _write(listing, out)
     typer.echo(
         f"register: {len(listing['registered'])} best CNNs registered (@{BEST_ALIAS}), "

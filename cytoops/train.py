@@ -224,11 +224,15 @@ class Fitter:
             return 1.0 / (1.0 + np.exp(out[:, 0] - out[:, 1]))
         return out[:, 0]
 
-    def fit(self, architecture: str, x, y, x_val, y_val, seed: int):
-        """Train from fresh seeded weights with early stopping on (x_val, y_val).
+    def fit(self, architecture: str, x, y, x_val, y_val, seed: int, epochs: int | None = None):
+        """Train from fresh seeded weights with early stopping on (x_val, y_val), for at most `epochs`
+        (default: the params' epochs).
 
+        With no validation set (x_val None: a champion's refit on all its wells, whose epoch count the folds
+        chose) it trains for exactly `epochs` epochs and keeps the last weights: the same seeds, initial
+        weights, shuffling and steps as a cross-validation fit, only the stopping rule is fixed.
         Returns (model, history, best_epoch). The model is reused by the next fit of the same architecture
-        and shape: use it (e.g. `probability`) before fitting again.
+        and shape: use it (e.g. `probability`, or save it) before fitting again.
         """
         slot = self._slot(architecture, tuple(x.shape[1:]))
         model, p = slot["model"], self.params
@@ -236,21 +240,18 @@ class Fitter:
         model.set_weights(initial_weights(model, rng))
         for variable, value in zip(slot["optimizer"].variables, slot["optimizer_state"], strict=True):
             variable.assign(value)
-        y_fit, y_check = self._targets(slot, y), self._targets(slot, y_val)
+        validate = x_val is not None
+        y_fit = self._targets(slot, y)
+        y_check = self._targets(slot, y_val) if validate else None
         history: dict[str, list[float]] = {"loss": [], "val_loss": [], "accuracy": [], "val_accuracy": []}
         best_loss, best_epoch, best_weights, wait = np.inf, 0, None, 0
-        for epoch in range(p.epochs):
-            order = rng.permutation(len(x))
-            loss_sum, correct = 0.0, 0.0
-            for i in range(0, len(x), p.batch_size):
-                batch = order[i : i + p.batch_size]
-                loss, out = slot["train_step"](np.asarray(x[batch], dtype=np.float32), y_fit[batch])
-                loss_sum += float(loss) * len(batch)
-                correct += self._accuracy(slot, out.numpy(), y[batch]) * len(batch)
-            history["loss"].append(
-                loss_sum / len(x)
-            )  # as Keras reports it: the mean over the epoch's batches
-            history["accuracy"].append(correct / len(x))
+        for epoch in range(p.epochs if epochs is None else epochs):
+            loss, accuracy = self._epoch(slot, x, y, y_fit, rng)
+            history["loss"].append(loss)  # as Keras reports it: the mean over the epoch's batches
+            history["accuracy"].append(accuracy)
+            if not validate:
+                best_epoch = epoch
+                continue
             val_out = self._outputs(slot, x_val)
             val_loss = float(slot["loss_fn"](y_check, val_out))
             history["val_loss"].append(val_loss)
@@ -261,8 +262,20 @@ class Fitter:
                 wait += 1
                 if wait >= p.patience:
                     break
-        model.set_weights(best_weights)
+        if validate:
+            model.set_weights(best_weights)
         return model, history, best_epoch + 1
+
+    def _epoch(self, slot: dict, x, y, y_fit, rng: np.random.Generator) -> tuple[float, float]:
+        """One pass over (x, y) in shuffled mini-batches: (mean loss, accuracy) as Keras reports them."""
+        order = rng.permutation(len(x))
+        loss_sum, correct = 0.0, 0.0
+        for i in range(0, len(x), self.params.batch_size):
+            batch = order[i : i + self.params.batch_size]
+            loss, out = slot["train_step"](np.asarray(x[batch], dtype=np.float32), y_fit[batch])
+            loss_sum += float(loss) * len(batch)
+            correct += self._accuracy(slot, out.numpy(), y[batch]) * len(batch)
+        return loss_sum / len(x), correct / len(x)
 
     def _accuracy(self, slot: dict, out: np.ndarray, y: np.ndarray) -> float:
         return float(np.mean((self._probability(slot, out) >= 0.5) == (y == 1)))

@@ -409,3 +409,22 @@ def _written(folder: Path, text: str) -> Path:
     path = folder / "ok.csv"
     path.write_text(text)
     return path
+
+
+def test_refit_is_the_cross_validation_loop_run_for_a_fixed_number_of_epochs():
+    # One training loop: the refit of a champion walks exactly the path its cross-validation fits walked
+    # (same seed, initial weights, shuffles and steps), only stopped after `epochs` instead of by the
+    # validation loss; validating reads the model and never moves it or the shuffling.
+    rng = np.random.default_rng(0)
+    y = np.arange(24) % 2
+    x = rng.random((24, 16, 16, 3)).astype(np.float32)
+    x[y == 1, ..., 0] += 0.5
+    fitter = train_mod.Fitter(params.TrainParams(epochs=6, batch_size=8, patience=10, learning_rate=0.003))
+    _, scored, _ = fitter.fit("wide_cnn", x, y, x[:6], y[:6], seed=7)
+    model = register.refit(fitter, "wide_cnn", x, y, epochs=4, seed=7)
+    refit_weights = [w.copy() for w in model.get_weights()]
+    _, history, best_epoch = fitter.fit("wide_cnn", x, y, None, None, seed=7, epochs=4)
+    assert best_epoch == 4 and len(history["loss"]) == 4 and history["val_loss"] == []
+    np.testing.assert_allclose(history["loss"], scored["loss"][:4], rtol=0, atol=1e-6)
+    for got, again in zip(refit_weights, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, again)  # seeded: a refit is reproducible
