@@ -158,7 +158,7 @@ def phase_features(workdir: Path) -> None:
 
 def phase_cytoops(workdir: Path) -> None:
     """cytoops' `train` stage (`cross_validate` on the whole grid), then the seed-noise yardstick."""
-    from cytoops import train
+    from cytoops import tables, train
 
     config, p = load_config(workdir)
     views_path = workdir / "augment" / "views.npz"
@@ -180,7 +180,7 @@ def phase_cytoops(workdir: Path) -> None:
     # F1 of the study subset's units in this run, and in a run with other unit seeds (seed-noise yardstick)
     pred = result.predictions
     f1_main = {}
-    for key, g in pred.groupby(train.UNIT_COLUMNS, sort=False):
+    for key, g in pred.groupby(tables.UNIT, sort=False):
         f1_main[tuple(key)] = f1_of(g.label.to_numpy(), g.prob.to_numpy())
     tasks = {(t.architecture, t.cytokine, t.repeat): t for t in train.plan(inputs, p.train)[0]}
     fitter, sources = train.Fitter(p.train), {}

@@ -21,6 +21,7 @@ EC50 in µM) and each well's latent values ("wells"), so a model's hits can be t
 from __future__ import annotations
 
 import json
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +31,12 @@ import tifffile
 import typer
 from scipy import ndimage
 
+from cytoops.plate import FORMATS
+
 PLATE_ID = "demo-plate-1"
 CHANNELS = ("actin", "mito", "nucleus")
-ROWS, COLS, SIZE = "ABCDEFGHIJKLMNOP", 24, 64
+FORMAT, SIZE = 384, 64
+ROWS, COLS = string.ascii_uppercase[: FORMATS[FORMAT][0]], FORMATS[FORMAT][1]
 CUTOFF = 15  # the study drops a cytokine with fewer balanced wells than this (2 * min(pos, neg))
 FACTORS = ("cell_count", "nuclear_size", "actin_intensity", "mito_texture")
 PATHWAYS = ("JAK-STAT", "NF-κB")
@@ -393,7 +397,7 @@ def make_demo_plate(seed: int = 0, null: bool = False) -> DemoPlate:
     every cytokine noise (`null_labels`), to measure a test's false-call rate."""
     rng = np.random.default_rng(seed)
     wells = tuple(f"{r}{c:02d}" for r in ROWS for c in range(1, COLS + 1))
-    edge = np.array([w[0] in "AP" or int(w[1:]) in (1, COLS) for w in wells])
+    edge = np.array([w[0] in (ROWS[0], ROWS[-1]) or int(w[1:]) in (1, COLS) for w in wells])
     layout = _layout(rng, wells)
     effects = _compound_effects(rng)
     lat = _latents(rng, layout, effects, edge)
@@ -452,7 +456,7 @@ def write_demo_plate(demo: DemoPlate, data_dir: Path) -> Path:
     tables = {"cytokines": demo.cytokines, "layout": demo.layout, "embeddings": demo.embeddings}
     for name, frame in tables.items():
         frame.to_csv(folder / f"{name}.csv", index=False, lineterminator="\n", encoding="utf-8")
-    plate_yaml = f'channels: [{", ".join(CHANNELS)}]\nimage_pattern: "{{well}}.tif"\nformat: 384\n'
+    plate_yaml = f'channels: [{", ".join(CHANNELS)}]\nimage_pattern: "{{well}}.tif"\nformat: {FORMAT}\n'
     (folder / "plate.yaml").write_text(plate_yaml, encoding="utf-8")
     (folder / "truth.json").write_text(
         json.dumps(demo.truth, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"

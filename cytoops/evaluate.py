@@ -16,12 +16,11 @@ import typer
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
 from cytoops import params as params_mod
+from cytoops import tables
 from cytoops import train as train_mod
 from cytoops import wrangle as wrangle_mod
 from cytoops.params import EvaluateParams
 
-UNIT = ["architecture", "augmentation", "cytokine", "repeat", "fold"]
-MODEL = ["architecture", "augmentation"]
 METRICS = ["f1", "precision", "recall", "roc_auc", "balanced_accuracy"]
 
 
@@ -45,24 +44,24 @@ def score(predictions: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
     if "balanced" in predictions:
         predictions = predictions[predictions.balanced.astype(bool)]
     rows = [
-        {**dict(zip(UNIT, key, strict=True)), **fold_scores(g.label.to_numpy(), g.prob.to_numpy())}
-        for key, g in predictions.groupby(UNIT, sort=True)
+        {**dict(zip(tables.UNIT, key, strict=True)), **fold_scores(g.label.to_numpy(), g.prob.to_numpy())}
+        for key, g in predictions.groupby(tables.UNIT, sort=True)
     ]
-    scores = pd.DataFrame(rows, columns=[*UNIT, *METRICS])
-    sizes = fits[[*UNIT, "n_train", "n_test"]]
-    return scores.merge(sizes, on=UNIT, how="left")
+    scores = pd.DataFrame(rows, columns=[*tables.UNIT, *METRICS])
+    sizes = fits[[*tables.UNIT, "n_train", "n_test"]]
+    return scores.merge(sizes, on=tables.UNIT, how="left")
 
 
 def per_cytokine(scores: pd.DataFrame) -> pd.DataFrame:
     """Mean over folds (and repeats) per (architecture, augmentation, cytokine)."""
-    return scores.groupby([*MODEL, "cytokine"], as_index=False)[METRICS].mean()
+    return scores.groupby([*tables.MODEL, "cytokine"], as_index=False)[METRICS].mean()
 
 
 def summarize(scores: pd.DataFrame, p: EvaluateParams, n_kept: int, n_failed: int) -> dict:
     """Per model: mean F1 over cytokines and how many reach the F1 cut-off; the best model per cytokine."""
     means = per_cytokine(scores)
     models = {}
-    for (arch, aug), g in means.groupby(MODEL):
+    for (arch, aug), g in means.groupby(tables.MODEL):
         models[f"{arch}/{aug}"] = {
             "mean_f1": round(float(g.f1.mean()), 4),
             "mean_roc_auc": round(float(g.roc_auc.mean()), 4),
@@ -242,7 +241,7 @@ def command(
 ) -> None:
     """Score every fold (F1, precision, recall, ROC AUC), summarize per model, draw the study's figures."""
     p = params_mod.load(params_file, overrides).evaluate
-    cytokine_table = wrangle_mod.read_table(cytokines, empty_is_missing=False)
+    cytokine_table = tables.read(cytokines, empty_is_missing=False)
     run(train_mod.load(trained), cytokine_table, reports, metrics, p)
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import typer
 
-from cytoops import augment, tracking, wrangle
+from cytoops import augment, tables, tracking, wrangle
 from cytoops import params as params_mod
 from cytoops import train as train_mod
 from cytoops.plate import slugify
@@ -75,18 +75,11 @@ def read_verdict(path: Path) -> dict[str, bool]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path} does not exist: run the verdict stage (dvc repro verdict) first")
-    table = pd.read_csv(path, keep_default_na=False, dtype=str)
+    table = tables.read(path, empty_is_missing=False)
     missing = [c for c in ("cytokine", "predictable") if c not in table.columns]
     if missing:
         raise ValueError(f"{path} has no column {', '.join(missing)}: expected cytokine, predictable")
-    values = table.predictable.str.strip().str.lower()
-    bad = table.cytokine[~values.isin(["true", "false"])]
-    if len(bad):
-        raise ValueError(
-            f"{path}: predictable must be True or False; cytokine {bad.iloc[0]} has "
-            f"{table.predictable[bad.index[0]]!r}"
-        )
-    return dict(zip(table.cytokine, values.eq("true"), strict=True))
+    return dict(zip(table.cytokine, table.predictable, strict=True))
 
 
 def all_models(means: pd.DataFrame, fits: pd.DataFrame, kept, default_epochs: int) -> pd.DataFrame:
@@ -112,9 +105,7 @@ def epochs_for(fits: pd.DataFrame, architecture: str, augmentation: str, cytokin
 
 def training_set(inputs: train_mod.Inputs, source: np.ndarray, cytokine: str, augmentation: str):
     """All balanced wells of a cytokine under its augmentation's views: (x, y, example, n_wells)."""
-    rows = inputs.labels[
-        (inputs.labels.cytokine == cytokine) & inputs.labels.balanced.astype(str).str.lower().eq("true")
-    ]
+    rows = inputs.labels[(inputs.labels.cytokine == cytokine) & inputs.labels.balanced]
     wells = rows.well_index.to_numpy().astype(int)
     label_of = dict(zip(wells, rows.label.to_numpy().astype(int), strict=True))
     x, src = augment.training_views(source, inputs.bank.views, augmentation, wells)
@@ -303,9 +294,9 @@ def register(
     from cytoops import models, serving
 
     predictable = read_verdict(verdict)
-    means = wrangle.read_table(scores)
+    means = tables.read(scores)
     result = train_mod.load(trained)
-    cytokines = wrangle.read_table(Path(wrangled) / "cytokines.csv", empty_is_missing=False)
+    cytokines = tables.read(Path(wrangled) / "cytokines.csv", empty_is_missing=False)
     kept = list(wrangle.kept_cytokines(cytokines))
     mode = p.tracking.log_models
     champions = choose_champions(means, result.fits, kept, p.train.epochs)

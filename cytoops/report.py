@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cytoops.plate import FORMATS
 from cytoops.verdict import truth as truth_mod
 from cytoops.verdict.result import Verdict
 
@@ -154,8 +155,9 @@ def fig_nulls(v: Verdict, path: Path, limit: int = 12) -> bytes:
 
 
 def plate_shape(wells: pd.DataFrame) -> tuple[int, int]:
+    """(rows, columns) of the smallest plate format that holds these wells."""
     rows, cols = int(wells.row.max()) + 1, int(wells.col.max()) + 1
-    for r, c in ((8, 12), (16, 24), (32, 48)):
+    for r, c in sorted(FORMATS.values()):
         if rows <= r and cols <= c:
             return r, c
     return rows, cols
@@ -200,9 +202,7 @@ def fig_plate_maps(v: Verdict, cytokines: list[str], path: Path) -> bytes:
         err[rows_, cols_] = np.where(call == per_well.label.to_numpy(), 0, np.where(call == 1, 1, 2))
         pw = wells[wells.plate.astype(str) == plate]
         edge_mask = np.zeros((n_rows, n_cols), bool)
-        edge_mask[pw.row.to_numpy(), pw.col.to_numpy()] = (
-            pw.edge.astype(str).str.lower().eq("true").to_numpy()
-        )
+        edge_mask[pw.row.to_numpy(), pw.col.to_numpy()] = pw.edge.to_numpy(bool)
         im = ax_p.imshow(np.ma.masked_invalid(prob), cmap="viridis", vmin=0, vmax=1)
         ry, rx = np.nonzero(lab == 1)
         ax_p.scatter(rx, ry, s=9, facecolors="none", edgecolors="white", linewidths=0.8)

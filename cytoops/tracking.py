@@ -40,6 +40,7 @@ import typer
 import yaml
 
 from cytoops import params as params_mod
+from cytoops import tables
 from cytoops.plate import slugify
 
 TAG_PID = "cytoops.pid"
@@ -585,11 +586,10 @@ def log_results(
     from mlflow.entities import Metric
 
     from cytoops import train as train_mod
-    from cytoops import wrangle
 
     client = mlflow.MlflowClient()
     result = train_mod.load(trained)
-    means = wrangle.read_table(reports / "f1_per_cytokine.csv")
+    means = tables.read(reports / "f1_per_cytokine.csv")
     summary = json.loads(Path(summary_file).read_text())
     now = int(time.time() * 1000)
     models = sorted({(a, g) for a, g in zip(result.fits.architecture, result.fits.augmentation, strict=True)})
@@ -636,7 +636,7 @@ def log_results(
     if summary.get("best_model"):
         retry(mlflow.set_tag, "best_model", summary["best_model"])
     predictable_csv = Path(reports) / "predictable.csv"
-    predictable = pd.read_csv(predictable_csv) if predictable_csv.is_file() else None
+    predictable = tables.read(predictable_csv) if predictable_csv.is_file() else None
     head, head_tags = headline_metrics(means, predictable)
     parent += [Metric(k, v, now, 0) for k, v in head.items()]
     for key, value in head_tags.items():

@@ -33,13 +33,10 @@ import typer
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
-from cytoops import augment, backends, features
+from cytoops import augment, backends, features, tables
 from cytoops import params as params_mod
 from cytoops import wrangle as wrangle_mod
 from cytoops.params import TrainParams
-
-UNIT_COLUMNS = ["architecture", "augmentation", "cytokine", "repeat", "fold"]
-CURVE_COLUMNS = [*UNIT_COLUMNS, "epoch", "loss", "val_loss", "accuracy", "val_accuracy"]
 
 
 @dataclass(frozen=True)
@@ -330,7 +327,6 @@ class Task:
 
 
 MULTITASK = "*"  # the cytokine of a multitask task: all kept cytokines without a fold problem
-PREDICTION_COLUMNS = [*UNIT_COLUMNS, "well_index", "plate", "well", "label", "balanced", "prob"]
 
 
 def fold_problem(labels: np.ndarray, balanced: np.ndarray, folds: np.ndarray, n_folds: int) -> str | None:
@@ -411,10 +407,9 @@ def plan(inputs: Inputs, params: TrainParams) -> tuple[list[Task], pd.DataFrame,
                     plate,
                 )
             )
-    columns = ["cytokine", "repeat", "well_index", "fold", "balanced"]
     return (
         tasks,
-        (pd.concat(fold_rows, ignore_index=True) if fold_rows else pd.DataFrame(columns=columns)),
+        (pd.concat(fold_rows, ignore_index=True) if fold_rows else pd.DataFrame(columns=tables.FOLDS)),
         failures,
     )
 
@@ -809,15 +804,15 @@ def cross_validate(
     }
     failures += gathered["failures"]
     frame = lambda rows, columns: (  # noqa: E731
-        pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
-    ).sort_values(UNIT_COLUMNS, kind="stable", ignore_index=True)
+        pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=tables.FOLDS)
+    ).sort_values(tables.UNIT, kind="stable", ignore_index=True)
     return Result(
-        predictions=frame(gathered["predictions"], PREDICTION_COLUMNS),
-        curves=frame(gathered["curves"], CURVE_COLUMNS),
+        predictions=frame(gathered["predictions"], tables.PREDICTIONS),
+        curves=frame(gathered["curves"], tables.CURVES),
         fits=pd.DataFrame(
             gathered["fits"],
             columns=[
-                *UNIT_COLUMNS,
+                *tables.UNIT,
                 "n_train",
                 "n_train_images",
                 "n_val",
@@ -826,8 +821,8 @@ def cross_validate(
                 "epochs_run",
                 "seconds",
             ],
-        ).sort_values(UNIT_COLUMNS, kind="stable", ignore_index=True),
-        failures=pd.DataFrame(failures, columns=[*UNIT_COLUMNS, "error"]),
+        ).sort_values(tables.UNIT, kind="stable", ignore_index=True),
+        failures=pd.DataFrame(failures, columns=[*tables.UNIT, "error"]),
         folds=folds,
     )
 
@@ -876,8 +871,8 @@ def check_trained_folder(trained: Path) -> None:
     missing = [name for name in ("fits.csv", "failures.csv") if not (trained / name).is_file()]
     if missing:
         raise ValueError(f"{trained}: no {', '.join(missing)}; fix: run `cytoops train` (or dvc repro) first")
-    read = wrangle_mod.read_table
-    check_trained(read(trained / "fits.csv"), read(trained / "failures.csv"), trained / "failures.csv")
+    failures = trained / "failures.csv"
+    check_trained(tables.read(trained / "fits.csv"), tables.read(failures), failures)
 
 
 # ---- stage I/O -------------------------------------------------------------------------------------------
@@ -923,7 +918,7 @@ def save(result: Result, out: Path) -> None:
 
 def load(out: Path) -> Result:
     names = ("predictions", "curves", "fits", "failures", "folds")
-    return Result(*(wrangle_mod.read_table(out / f"{name}.csv") for name in names))
+    return Result(*(tables.read(out / f"{name}.csv") for name in names))
 
 
 def command(

@@ -13,8 +13,9 @@ import pandas as pd
 import typer
 
 from cytoops import params as params_mod
+from cytoops import tables
 from cytoops.params import WrangleParams
-from cytoops.plate import Plate, large_image_note, read_data, slugify, well_row_col
+from cytoops.plate import FORMATS, Plate, large_image_note, read_data, slugify, well_row_col
 
 
 @dataclass(frozen=True)
@@ -35,30 +36,12 @@ class Wrangled:
     )  # one row per well (same order as wells), numeric columns only (none when absent)
     # one row per plate and channel: plate, channel, lo, hi (the values scaled to 0 and 1); a served model
     # scales raw thumbnails with them
-    scaling: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SCALING_COLUMNS))
-
-
-SCALING_COLUMNS = ["plate", "channel", "lo", "hi"]
-
-
-IDENTIFIERS = (
-    *("plate", "well", "cytokine", "slug", "treatment", "role", "group"),
-    *("architecture", "augmentation"),
-)
-
-
-def read_table(file: Path, empty_is_missing: bool = True) -> pd.DataFrame:
-    """A stage's CSV with its identifiers as written: plate '001' stays '001' (not 1), a cytokine 'NA',
-    'None' or 'NULL' stays that name (not missing). Only an empty cell is missing, if `empty_is_missing`."""
-    present = pd.read_csv(file, nrows=0).columns
-    dtypes = {column: str for column in IDENTIFIERS if column in present}
-    na = {"na_values": [""]} if empty_is_missing else {}
-    return pd.read_csv(file, dtype=dtypes, keep_default_na=False, **na)
+    scaling: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=tables.SCALING))
 
 
 def kept_cytokines(cytokines: pd.DataFrame) -> tuple[str, ...]:
     """The cytokines wrangle kept, from its cytokines table (in memory, or read back from cytokines.csv)."""
-    return tuple(cytokines.cytokine[cytokines.kept.astype(str).str.lower().eq("true")])
+    return tuple(cytokines.cytokine[cytokines.kept.astype(bool)])
 
 
 def binarize(
@@ -126,7 +109,7 @@ def normalize_images(images: np.ndarray) -> np.ndarray:
 
 def _well_table(plate: Plate, wells: list[str]) -> pd.DataFrame:
     rows, cols = zip(*(well_row_col(w) for w in wells), strict=True) if wells else ((), ())
-    n_rows, n_cols = {96: (8, 12), 384: (16, 24), 1536: (32, 48)}[plate.format]
+    n_rows, n_cols = FORMATS[plate.format]
     table = pd.DataFrame({"plate": plate.plate_id, "well": wells, "row": rows, "col": cols})
     table["edge"] = (
         (table.row == 0) | (table.col == 0) | (table.row == n_rows - 1) | (table.col == n_cols - 1)
@@ -154,11 +137,11 @@ def wrangle(plates: list[Plate], params: WrangleParams) -> Wrangled:
             raise ValueError(
                 f"plate {p.plate_id} has channels {p.channels}, plate {plates[0].plate_id} {channels}"
             )
-    tables, images, readouts, embeddings, scaling = [], [], [], [], []
+    well_tables, images, readouts, embeddings, scaling = [], [], [], [], []
     for p in plates:
         wells = list(p.usable_wells)
         index = [p.wells.index(w) for w in wells]
-        tables.append(_well_table(p, wells))
+        well_tables.append(_well_table(p, wells))
         lo, hi = scaling_constants(p.images)
         scaling += [
             {"plate": p.plate_id, "channel": c, "lo": float(a), "hi": float(b)}
@@ -168,7 +151,7 @@ def wrangle(plates: list[Plate], params: WrangleParams) -> Wrangled:
         readouts.append(p.readouts.loc[wells].reset_index(drop=True))
         if p.embeddings is not None:
             embeddings.append(p.embeddings.reindex(wells).reset_index(drop=True))
-    wells = pd.concat(tables, ignore_index=True)
+    wells = pd.concat(well_tables, ignore_index=True)
     values = pd.concat(readouts, ignore_index=True)  # cytokines absent on a plate are NaN there
     emb = (
         pd.concat(embeddings, ignore_index=True)
@@ -227,7 +210,7 @@ def wrangle(plates: list[Plate], params: WrangleParams) -> Wrangled:
         labels=labels,
         cytokines=pd.DataFrame(summary),
         embeddings=emb,
-        scaling=pd.DataFrame(scaling, columns=SCALING_COLUMNS),
+        scaling=pd.DataFrame(scaling, columns=tables.SCALING),
     )
 
 
@@ -246,18 +229,18 @@ def save(w: Wrangled, out: Path) -> None:
 
 
 def load(out: Path) -> Wrangled:
-    wells = read_table(out / "wells.csv")
+    wells = tables.read(out / "wells.csv")
     channels = tuple(str(wells.pop("channels").iloc[0]).split(",")) if len(wells) else ()
     return Wrangled(
         wells=wells,
         images=np.load(out / "images.npy"),
         channels=channels,
-        labels=read_table(out / "labels.csv"),
-        cytokines=read_table(out / "cytokines.csv", empty_is_missing=False),
-        embeddings=read_table(out / "embeddings.csv").drop(columns=["plate", "well"]),
+        labels=tables.read(out / "labels.csv"),
+        cytokines=tables.read(out / "cytokines.csv", empty_is_missing=False),
+        embeddings=tables.read(out / "embeddings.csv").drop(columns=["plate", "well"]),
         scaling=load_scaling(out)
         if (out / "scaling.csv").is_file()
-        else pd.DataFrame(columns=SCALING_COLUMNS),
+        else pd.DataFrame(columns=tables.SCALING),
     )
 
 
@@ -266,7 +249,7 @@ def load_scaling(out: Path) -> pd.DataFrame:
     path = Path(out) / "scaling.csv"
     if not path.is_file():
         raise ValueError(f"{path} does not exist: rerun the wrangle stage (dvc repro -f wrangle)")
-    return pd.read_csv(path, keep_default_na=False)
+    return tables.read(path)
 
 
 def run(data: Path, out: Path, p: WrangleParams) -> Wrangled:

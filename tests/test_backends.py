@@ -18,7 +18,7 @@ import pytest
 import ray  # the `ray` extra: `make test` installs it
 from test_train import fast_params, synthetic_inputs
 
-from cytoops import backends, train
+from cytoops import backends, tables, train
 from cytoops.params import BACKENDS, TrainParams
 
 RAY_INIT = dict(include_dashboard=False, log_to_driver=False)
@@ -119,7 +119,7 @@ def test_a_worker_killed_mid_task_is_retried_and_the_stage_completes(grid, two_n
     assert len(parts) == len(tasks)
     p = local.predictions
     expected = p[(p.cytokine == victim[0]) & (p.repeat == victim[1])].reset_index(drop=True)
-    got = pd.concat(parts[victim]["predictions"]).sort_values(train.UNIT_COLUMNS, kind="stable")
+    got = pd.concat(parts[victim]["predictions"]).sort_values(tables.UNIT, kind="stable")
     pd.testing.assert_frame_equal(got.reset_index(drop=True), expected)
 
     marker.unlink()  # without retries the same kill loses the task: the retry above is what saved it

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytoops import evaluate
+from cytoops import evaluate, tables
 from cytoops.params import EvaluateParams
 
 # 3 responders, 3 not; calls at 0.5: [1, 1, 0 | 1, 0, 0] -> TP 2, FN 1, FP 1, TN 2
@@ -89,7 +89,7 @@ def predictions_and_fits():
     ]
     predictions = pd.concat(parts, ignore_index=True)
     fits = (
-        predictions.groupby(evaluate.UNIT, as_index=False)
+        predictions.groupby(tables.UNIT, as_index=False)
         .size()
         .rename(columns={"size": "n_test"})
         .assign(n_train=lambda f: f.n_test * 3, best_epoch=1)
@@ -101,7 +101,7 @@ def test_score_gives_one_row_per_fold_with_sizes(predictions_and_fits):
     predictions, fits = predictions_and_fits
     scores = evaluate.score(predictions, fits)
     assert len(scores) == 8
-    assert list(scores.columns) == [*evaluate.UNIT, *evaluate.METRICS, "n_train", "n_test"]
+    assert list(scores.columns) == [*tables.UNIT, *evaluate.METRICS, "n_train", "n_test"]
     row = scores.set_index(["augmentation", "cytokine", "fold"]).loc[("none", "TNF", 1)]
     assert row.f1 == 0.0 and row.roc_auc == 0.0 and row.n_test == 4 and row.n_train == 12
     row = scores.set_index(["augmentation", "cytokine", "fold"]).loc[("hflip", "IL-6", 0)]

@@ -25,7 +25,7 @@ import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from cytoops import augment, evaluate, features, models, params, register, tracking
+from cytoops import augment, evaluate, features, models, params, register, tables, tracking
 from cytoops import train as train_mod
 from cytoops.cli import app
 
@@ -128,7 +128,7 @@ def prepared(data: Path, root: Path) -> dict[str, Path]:
         predictions=pd.concat(preds, ignore_index=True),
         curves=pd.concat(curves, ignore_index=True),
         fits=pd.DataFrame(fits),
-        failures=pd.DataFrame(columns=[*train_mod.UNIT_COLUMNS, "error"]),
+        failures=pd.DataFrame(columns=[*tables.UNIT, "error"]),
         folds=pd.DataFrame(columns=["cytokine", "repeat", "well_index", "fold"]),
     )
     train_mod.save(result, w / "train")
@@ -389,7 +389,7 @@ def test_a_served_champion_answers_a_curl_with_probabilities(wide_plate, tmp_pat
     ("text", "match"),
     [
         ("cytokine,called\nIL-6,True\n", r"predictable.csv has no column predictable"),
-        ("cytokine,predictable\nIL-6,yes\n", r"predictable must be True or False; cytokine IL-6 has 'yes'"),
+        ("cytokine,predictable\nIL-6,yes\n", r"column predictable must be True or False; row 2 has 'yes'"),
     ],
 )
 def test_a_malformed_verdict_file_is_one_precise_error(tmp_path, text, match):

@@ -25,7 +25,7 @@ import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from cytoops import evaluate, params, tracking
+from cytoops import evaluate, params, tables, tracking
 from cytoops import train as train_mod
 from cytoops.cli import app
 
@@ -87,7 +87,7 @@ def synthetic_outputs(root: Path, seed: int = 0) -> dict[str, Path]:
         predictions=pd.concat(preds, ignore_index=True),
         curves=pd.concat(curves, ignore_index=True),
         fits=pd.DataFrame(fits),
-        failures=pd.DataFrame(columns=[*train_mod.UNIT_COLUMNS, "error"]),
+        failures=pd.DataFrame(columns=[*tables.UNIT, "error"]),
         folds=pd.DataFrame(
             {"cytokine": "IL-6", "repeat": 0, "well_index": np.arange(20), "fold": np.arange(20) // 10}
         ),

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytoops import augment, features, train
+from cytoops import augment, features, tables, train
 from cytoops.params import TrainParams
 
 CHANNELS = ("actin", "mito", "nucleus")
@@ -143,7 +143,7 @@ def trace(x: np.ndarray, index: dict[bytes, tuple[str, int]]) -> list[tuple[str,
 
 
 def units_of(result: train.Result, base_seed: int) -> dict[int, train.Unit]:
-    units = [train.Unit(*key) for key in result.fits[train.UNIT_COLUMNS].itertuples(index=False)]
+    units = [train.Unit(*key) for key in result.fits[tables.UNIT].itertuples(index=False)]
     by_seed = {u.seed(base_seed): u for u in units}
     assert len(by_seed) == len(units)
     return by_seed
@@ -286,7 +286,7 @@ def test_predictions_have_one_row_per_unit_and_test_well(cnn_run):
     inputs, _, result, _, _ = cnn_run
     pred = result.predictions
     assert result.failures.empty
-    assert not pred.duplicated([*train.UNIT_COLUMNS, "well_index"]).any()
+    assert not pred.duplicated([*tables.UNIT, "well_index"]).any()
     assert len(pred) == result.fits.n_test.sum() == 2 * 2 * len(inputs.wells)
     assert pred.prob.between(0, 1).all() and pred.prob.notna().all()
     for _, g in pred.groupby(["architecture", "augmentation", "cytokine", "repeat"]):

@@ -21,8 +21,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from cytoops import tables
 from cytoops import wrangle as wrangle_mod
-from cytoops.verdict.metrics import FOLD, MODEL
 
 BASELINE_ARCH = "baseline"
 BASELINES = ("prevalence", "position", "cell_count", "embeddings")
@@ -49,7 +49,7 @@ def position_features(wells: pd.DataFrame) -> pd.DataFrame:
         {
             "row": row,
             "col": col,
-            "edge": wells.edge.astype(str).str.lower().eq("true").to_numpy(float),
+            "edge": wells.edge.to_numpy(float),
             "row_from_centre": np.abs(row - (row.max() + row.min()) / 2) if len(row) else row,
             "col_from_centre": np.abs(col - (col.max() + col.min()) / 2) if len(col) else col,
         }
@@ -109,7 +109,7 @@ def baseline_predictions(
                         }
                     )
                 )
-    columns = [*MODEL, *FOLD, "well_index", "plate", "well", "label", "balanced", "prob"]
+    columns = tables.PREDICTIONS
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=columns)
 
 

@@ -12,9 +12,8 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, matthews_corrcoef
 
 from cytoops import evaluate
+from cytoops.tables import FOLD, MODEL
 
-MODEL = ["architecture", "augmentation"]
-FOLD = ["cytokine", "repeat", "fold"]
 METRICS = [
     "f1",
     "precision",
