@@ -8,6 +8,7 @@ test and validation wells are only ever seen as they are (the identity view). `t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from cytoops import params as params_mod
 from cytoops.params import AugmentParams
+from cytoops.params import load as load_params
+
+log = logging.getLogger(__name__)
 
 # Transforms act on the last two axes (Y, X) of (..., Y, X) arrays.
 TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -99,9 +102,9 @@ def command(
     ),
 ) -> None:
     """Write every view the augmentation strategies need (each copy keeps its source well)."""
-    p: AugmentParams = params_mod.load(params_file, overrides).augment
+    p: AugmentParams = load_params(params_file, overrides).augment
     bank = make_bank(np.load(images), p.strategies)
     save(bank, out)
-    typer.echo(
+    log.info(
         f"augment: {len(bank.views)} views ({', '.join(bank.views)}) of {bank.images.shape[1]} wells -> {out}"
     )

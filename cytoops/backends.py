@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -31,8 +32,26 @@ Part = dict[str, list]
 RunTask = Callable  # (task, inputs, params, fitter, sources) -> Part
 
 
+def quiet_tensorflow() -> None:
+    """Import TensorFlow with the process' stderr closed. TensorFlow >= 2.18 writes its oneDNN notice
+    through absl before it reads TF_CPP_MIN_LOG_LEVEL, so the variable alone cannot hide it; an import
+    error still surfaces (raised once stderr is back)."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def _one_thread() -> None:
     """TensorFlow on one intra-op and one inter-op thread: the cores are shared between workers."""
+    quiet_tensorflow()
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)

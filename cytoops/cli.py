@@ -2,19 +2,27 @@
 
 Bad input (a malformed plate, a wrong param) raises ValueError in the core; here it becomes one line on
 stderr and exit status 2, never a traceback. Running out of memory is one line too, and exit status 1.
+
+Output: a command's answer (a table, JSON) is printed here; every module logs what it does to its own
+`logging` logger (`cytoops.<module>`), which `configure_logging` sends to the screen as plain lines: info to
+stdout, warnings to stderr. TensorFlow's own start-up notices are kept off the screen
+(`backends.quiet_tensorflow`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
+import sys
 from collections.abc import Callable
 
 import typer
 
 from cytoops import (
     augment,
+    backends,
     demo,
     evaluate,
     features,
@@ -43,6 +51,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """cytoops' loggers print plain lines: below WARNING to stdout, WARNING and above to stderr (the streams
+    of this invocation, so a test runner that swaps them sees the lines)."""
+    root = logging.getLogger("cytoops")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    out = logging.StreamHandler(sys.stdout)
+    out.addFilter(lambda record: record.levelno < logging.WARNING)
+    err = logging.StreamHandler(sys.stderr)
+    err.setLevel(logging.WARNING)
+    for handler in (out, err):
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
 
 
 def _friendly(fn: Callable) -> Callable:
@@ -118,11 +143,20 @@ COMMANDS: dict[str, Callable] = {
     "verdict": verdict_stage.command,
     "models": models_command,
 }
+TENSORFLOW_COMMANDS = {"features", "train", "run", "register", "predict", "models", "verdict"}
+
 for _name, _fn in COMMANDS.items():
     app.command(_name)(_friendly(_fn))
 
 
+@app.callback()
+def _setup() -> None:
+    configure_logging()
+
+
 def main() -> None:
-    """Console entry point: quiet TensorFlow's C++ start-up chatter, then run the app."""
+    """Console entry point: quiet TensorFlow's start-up chatter (for the commands that use it), then run."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if TENSORFLOW_COMMANDS & set(sys.argv[1:2]):
+        backends.quiet_tensorflow()
     app()

@@ -21,6 +21,7 @@ EC50 in µM) and each well's latent values ("wells"), so a model's hits can be t
 from __future__ import annotations
 
 import json
+import logging
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ import typer
 from scipy import ndimage
 
 from cytoops.plate import FORMATS
+
+log = logging.getLogger(__name__)
 
 PLATE_ID = "demo-plate-1"
 CHANNELS = ("actin", "mito", "nucleus")
@@ -550,14 +553,14 @@ def command(
     folder = write_demo_plate(demo, out_dir)
     if montage is not None:
         save_montage(demo, montage)
-        typer.echo(f"montage: {montage}")
+        log.info(f"montage: {montage}")
     info = demo.truth["cytokines"].values()
     causes = {}
     for c in info:
         causes[c["cause"]] = causes.get(c["cause"], 0) + 1
     kept = sum(c["passes_cutoff"] for c in info)
-    typer.echo(f"wrote {folder}")
-    typer.echo(
+    log.info(f"wrote {folder}")
+    log.info(
         f"{len(demo.wells)} wells, {len(CYTOKINES)} cytokines, {kept} pass the {CUTOFF}-well cut-off; "
         f"causes: {', '.join(f'{k} {v}' for k, v in causes.items())}"
     )

@@ -8,6 +8,7 @@ the per-model and per-cytokine tables go to CSV in reports/ (DVC plots compare t
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,11 @@ import pandas as pd
 import typer
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from cytoops import params as params_mod
-from cytoops import tables
-from cytoops import train as train_mod
-from cytoops import wrangle as wrangle_mod
-from cytoops.params import EvaluateParams
+from cytoops import tables, train, wrangle
+from cytoops.params import STUDY_ARCHITECTURES, EvaluateParams
+from cytoops.params import load as load_params
+
+log = logging.getLogger(__name__)
 
 METRICS = ["f1", "precision", "recall", "roc_auc", "balanced_accuracy"]
 
@@ -123,9 +124,7 @@ def figures(scores: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Path]
         ("architecture", "F1 per cytokine by architecture (the study's Figure 6)", "f1_by_architecture.png"),
     ]:
         # by augmentation: the study's architectures only (ours train under one strategy each)
-        part = (
-            means[means.architecture.isin(params_mod.STUDY_ARCHITECTURES)] if by == "augmentation" else means
-        )
+        part = means[means.architecture.isin(STUDY_ARCHITECTURES)] if by == "augmentation" else means
         levels = list(dict.fromkeys(part[by]))
         fig, ax = plt.subplots(figsize=(1.6 * len(levels) + 2, 4.5))
         data = [part.loc[part[by] == lv, "f1"].to_numpy() for lv in levels]
@@ -202,7 +201,7 @@ def summary_lines(head: dict, models: pd.DataFrame, f1_cutoff: float) -> list[st
 
 
 def run(
-    result: train_mod.Result, cytokines: pd.DataFrame, reports: Path, metrics: Path, p: EvaluateParams
+    result: train.Result, cytokines: pd.DataFrame, reports: Path, metrics: Path, p: EvaluateParams
 ) -> dict:
     scores = score(result.predictions, result.fits)
     reports.mkdir(parents=True, exist_ok=True)
@@ -211,7 +210,7 @@ def run(
     means.to_csv(reports / "f1_per_cytokine.csv", index=False)
     best_curve(means, result.curves).to_csv(reports / "best_learning_curve.csv", index=False)
     figures(scores, result.curves, reports)
-    n_kept = len(wrangle_mod.kept_cytokines(cytokines))
+    n_kept = len(wrangle.kept_cytokines(cytokines))
     summary = summarize(scores, p, n_kept, len(result.failures))
     model_table(summary).to_csv(reports / "models.csv", index=False)
     pd.DataFrame(
@@ -220,7 +219,7 @@ def run(
     ).to_csv(reports / "best_per_cytokine.csv", index=False)
     metrics.parent.mkdir(parents=True, exist_ok=True)
     metrics.write_text(json.dumps(headline(summary), indent=2) + "\n")
-    typer.echo(
+    log.info(
         f"evaluate: best model {summary['best_model']}; {summary['n_cytokines_predicted_by_any']} of "
         f"{summary['n_cytokines_kept']} kept cytokines reach F1 >= {p.f1_cutoff} with some model -> {reports}"
     )
@@ -240,9 +239,9 @@ def command(
     overrides: list[str] = typer.Option([], "--set", help="Override a param: --set evaluate.f1_cutoff=0.8"),
 ) -> None:
     """Score every fold (F1, precision, recall, ROC AUC), summarize per model, draw the study's figures."""
-    p = params_mod.load(params_file, overrides).evaluate
+    p = load_params(params_file, overrides).evaluate
     cytokine_table = tables.read(cytokines, empty_is_missing=False)
-    run(train_mod.load(trained), cytokine_table, reports, metrics, p)
+    run(train.load(trained), cytokine_table, reports, metrics, p)
 
 
 def summary_command(
@@ -260,18 +259,18 @@ def summary_command(
     for path in (metrics, models):
         if not path.is_file():
             raise ValueError(f"{path} does not exist: run `dvc repro` (or `cytoops evaluate`) first")
-    cutoff = params_mod.load(params_file if params_file.is_file() else None, []).evaluate.f1_cutoff
+    cutoff = load_params(params_file if params_file.is_file() else None, []).evaluate.f1_cutoff
     for line in summary_lines(json.loads(metrics.read_text()), pd.read_csv(models), cutoff):
         typer.echo(line)
     verdict_file = metrics.with_name("verdict.json")  # written by the verdict stage, when it ran
     if verdict_file.is_file():
         v = json.loads(verdict_file.read_text())
-        typer.echo(
+        log.info(
             f"predictable from images: {v['n_predictable']} of {v['n_kept']} cytokines "
             f"(median best AUC {v['median_auc']}, best family {v['best_family']}); reports/predictable.csv"
         )
         if "truth_morphology_found" in v:
-            typer.echo(
+            log.info(
                 f"against the plate's truth.json (simulated): {v['truth_morphology_found']} of "
                 f"{v['truth_morphology_kept']} morphology-driven cytokines found, "
                 f"{v['truth_wrongly_called']} others called; details in reports/index.html"

@@ -6,6 +6,7 @@ never changes (the backbone is frozen), so cytoops computes it once here and the
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +16,16 @@ import typer
 from tqdm import tqdm
 
 from cytoops import augment
-from cytoops import params as params_mod
 from cytoops.params import FeaturesParams
+from cytoops.params import load as load_params
 
 RANDOM_BACKBONE_WARNING = (
     "WARNING: no ViT weights given (features.vit_weights is null): the ViT-B/32 backbone is RANDOMLY "
     "initialised, so the ViT models' scores say nothing about a pretrained ViT. Set features.vit_weights to "
     "vit-keras' ViT-B_32_imagenet21k+imagenet2012.npz (nothing is downloaded)."
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,12 +87,12 @@ def command(
     ),
 ) -> None:
     """Run the frozen ViT-B/32 once on every well and view; the ViT heads train on these features."""
-    p = params_mod.load(params_file, overrides).features
+    p = load_params(params_file, overrides).features
     if p.vit_weights is None:
-        typer.secho(RANDOM_BACKBONE_WARNING, fg="yellow", err=True)
+        log.warning(RANDOM_BACKBONE_WARNING)
     f = compute(augment.load(views), p)
     save(f, out)
-    typer.echo(
+    log.info(
         f"features: {f.values.shape[0]} views x {f.values.shape[1]} wells x {f.values.shape[2]} "
         f"({f.weights}) -> {out}"
     )

@@ -2,65 +2,64 @@
 
 For users without DVC and for `mlflow run`. The outputs land under one folder, laid out as dvc.yaml lays
 out the repository: wrangle/, augment/views.npz, features/vit.npz, train/, reports/, metrics/summary.json.
+Each stage's values pass to the next in memory (the files are written for the user and for reruns, never
+read back); the values are those the stages read from the files under `dvc repro`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import typer
 
 from cytoops import augment, evaluate, features, profile, train, wrangle
-from cytoops import params as params_mod
+from cytoops.params import Params, architecture_kind
+from cytoops.params import load as load_params
 from cytoops.verdict import stage as verdict_stage
 
+log = logging.getLogger(__name__)
 
-def prepare(data: Path, out: Path, p: params_mod.Params) -> wrangle.Wrangled:
+
+def prepare(data: Path, out: Path, p: Params) -> wrangle.Wrangled:
     """Read and wrangle the plates, then stop with one line (ValueError) when nothing could be trained: no
     cytokine kept, or too few treatment groups for the folds. Nothing here opens an MLflow run."""
     w = wrangle.run(data, out / "wrangle", p.wrangle)
     kept = wrangle.kept_cytokines(w.cytokines)
-    typer.echo(f"wrangle: {len(w.wells)} wells, {len(kept)} of {len(w.cytokines)} cytokines kept")
+    log.info(f"wrangle: {len(w.wells)} wells, {len(kept)} of {len(w.cytokines)} cytokines kept")
     train.check_trainable(kept, w.labels, w.wells, p.train, out / "wrangle" / "cytokines.csv")
     return w
 
 
-def run_all(data: Path, out: Path, p: params_mod.Params) -> dict:
+def run_all(data: Path, out: Path, p: Params) -> dict:
     return run_rest(prepare(data, out, p), data, out, p)
 
 
-def run_rest(w: wrangle.Wrangled, data: Path, out: Path, p: params_mod.Params) -> dict:
+def run_rest(w: wrangle.Wrangled, data: Path, out: Path, p: Params) -> dict:
     """Every stage after wrangle; stops with one line quoting failures.csv when no unit was trained."""
     bank = augment.make_bank(w.images, p.augment.strategies)
     augment.save(bank, out / "augment" / "views.npz")
-    vit_path = None
-    if any(params_mod.architecture_kind(a) == "vit" for a in p.train.architectures):
+    vit = None
+    if any(architecture_kind(a) == "vit" for a in p.train.architectures):
         if p.features.vit_weights is None:
-            typer.secho(features.RANDOM_BACKBONE_WARNING, fg="yellow", err=True)
-        vit_path = out / "features" / "vit.npz"
-        features.save(features.compute(bank, p.features), vit_path)
-    profile_path = None
+            log.warning(features.RANDOM_BACKBONE_WARNING)
+        vit = features.compute(bank, p.features)
+        features.save(vit, out / "features" / "vit.npz")
+    table = None
     if "profile" in p.train.architectures:
         profile_path = out / "profile" / "profile.parquet"
-        profile.save(profile.profile_wells(w.images, w.wells, w.channels), profile_path)
-        typer.echo(f"profile: {len(w.wells)} wells measured -> {profile_path}")
-    inputs = train.load_inputs(out / "wrangle", out / "augment" / "views.npz", vit_path, p, profile_path)
+        table = profile.profile_wells(w.images, w.wells, w.channels)
+        profile.save(table, profile_path)
+        log.info(f"profile: {len(w.wells)} wells measured -> {profile_path}")
+    inputs = train.make_inputs(w, bank, vit, table, p)
     result = train.cross_validate(inputs, p.train, cache=out / "cache" / "train")
     train.save(result, out / "train")
     train.check_trained(result.fits, result.failures, out / "train" / "failures.csv")
     summary = evaluate.run(result, w.cytokines, out / "reports", out / "metrics" / "summary.json", p.evaluate)
-    verdict_stage.run(
-        out / "wrangle",
-        out / "train",
-        profile_path,
-        vit_path,
-        data,
-        out / "reports",
-        out / "metrics" / "verdict.json",
-        p,
-        echo=typer.echo,
-    )
+    vit_pretrained = vit.pretrained if vit is not None else None
+    reports, verdict_json = out / "reports", out / "metrics" / "verdict.json"
+    verdict_stage.run(w, result, table, vit_pretrained, data, reports, verdict_json, p)
     return summary
 
 
@@ -79,7 +78,7 @@ def command(
     MLflow and register each cytokine's champion (as the DVC stages track and register do)."""
     from cytoops import register, tracking
 
-    p = params_mod.load(params_file, overrides)
+    p = load_params(params_file, overrides)
     if not track:
         summary = run_all(data, out, p)
     else:
@@ -104,7 +103,7 @@ def command(
                 data_version=tracking.data_version(data_dvc),
                 git_commit=tracking.git_info().get("git_commit", ""),
             )
-    typer.echo(
+    log.info(
         json.dumps(
             {k: summary[k] for k in ("best_model", "n_cytokines_kept", "n_cytokines_predicted_by_any")}
         )

@@ -12,6 +12,7 @@ readouts are binarized with the champion's wrangle method and threshold and F1 i
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ import typer
 from cytoops import evaluate, tracking, wrangle
 from cytoops.plate import Plate, read_data, slugify
 from cytoops.register import champion, probability, registered_names
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ def _champions(client, cytokines: list[str]) -> list[Champion]:
                 raise
             continue  # a model with neither a champion nor a best-cnn version: skipped when not asked for
         if info["note"]:
-            typer.echo(f"note: {info['note']}", err=True)
+            log.warning(f"note: {info['note']}")
         if not info["channels"] or not info["image_size"]:
             raise tracking.TrackingError(
                 f"{info['registered_model']} v{info['version']} has no channels/image_size tags"
@@ -190,14 +193,14 @@ def command(
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     n_wells = table[["plate", "well"]].drop_duplicates().shape[0]
-    typer.echo(f"predict: {n_wells} wells x {len(champions)} cytokines -> {out}")
+    log.info(f"predict: {n_wells} wells x {len(champions)} cytokines -> {out}")
     if table.label.notna().any():
         scores = score(table, cutoff)
         f1_file = out.with_name(out.stem + "_f1.csv")
         scores.to_csv(f1_file, index=False)
         for r in scores.itertuples():
             f1 = "n/a (no readouts)" if r.n_wells == 0 else f"{r.f1:.3f}"
-            typer.echo(
+            log.info(
                 f"  {r.cytokine:<16} F1 {f1} on {r.n_wells} wells ({r.n_responders} responders), {r.model}"
             )
-        typer.echo(f"predict: F1 per cytokine -> {f1_file}")
+        log.info(f"predict: F1 per cytokine -> {f1_file}")

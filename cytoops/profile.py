@@ -234,4 +234,4 @@ def command(
     with tqdm(total=len(w.images), desc="profile", unit="well") as bar:
         table = profile_wells(w.images, w.wells, w.channels, progress=bar.update)
     save(table, out)
-    typer.echo(f"profile: {len(table)} wells x {len(feature_columns(table))} features -> {out}")
+    log.info(f"profile: {len(table)} wells x {len(feature_columns(table))} features -> {out}")

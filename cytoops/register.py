@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
+import logging
 import math
 import types
 from pathlib import Path
@@ -28,11 +29,13 @@ import numpy as np
 import pandas as pd
 import typer
 
-from cytoops import augment, tables, tracking, wrangle
-from cytoops import params as params_mod
-from cytoops import train as train_mod
+from cytoops import augment, tables, tracking, train, wrangle
+from cytoops.params import Params
+from cytoops.params import load as load_params
 from cytoops.plate import slugify
 from cytoops.tracking import TrackingError, retry
+
+log = logging.getLogger(__name__)
 
 CNNS = ("wide_cnn", "deep_cnn")
 PREFIX = "cytoops-"
@@ -103,7 +106,7 @@ def epochs_for(fits: pd.DataFrame, architecture: str, augmentation: str, cytokin
     return max(1, math.ceil(float(best.median()))) if len(best) else default
 
 
-def training_set(inputs: train_mod.Inputs, source: np.ndarray, cytokine: str, augmentation: str):
+def training_set(inputs: train.Inputs, source: np.ndarray, cytokine: str, augmentation: str):
     """All balanced wells of a cytokine under its augmentation's views: (x, y, example, n_wells)."""
     rows = inputs.labels[(inputs.labels.cytokine == cytokine) & inputs.labels.balanced]
     wells = rows.well_index.to_numpy().astype(int)
@@ -114,7 +117,7 @@ def training_set(inputs: train_mod.Inputs, source: np.ndarray, cytokine: str, au
     return np.asarray(x, dtype=np.float32), y, example, len(wells)
 
 
-def refit(fitter: train_mod.Fitter, architecture: str, x: np.ndarray, y: np.ndarray, epochs: int, seed: int):
+def refit(fitter: train.Fitter, architecture: str, x: np.ndarray, y: np.ndarray, epochs: int, seed: int):
     """A fresh seeded model of `architecture` trained on (x, y) for exactly `epochs` epochs by the loop that
     cross-validated it (`train.Fitter`; no held-out data: the folds chose the epoch count). The model is the
     fitter's: log it before the next refit."""
@@ -124,7 +127,7 @@ def refit(fitter: train_mod.Fitter, architecture: str, x: np.ndarray, y: np.ndar
 
 def refit_seed(architecture: str, augmentation: str, cytokine: str, base: int) -> int:
     """The refit's own seed, from its name (repeat -1 and fold -1: never a cross-validation unit's)."""
-    return train_mod.Unit(architecture, augmentation, cytokine, -1, -1).seed(base)
+    return train.Unit(architecture, augmentation, cytokine, -1, -1).seed(base)
 
 
 # ---- edge: logging and registering ------------------------------------------------------------
@@ -260,7 +263,7 @@ def register_version(info, cytokine: str, tags: dict, promote: str, predictable:
     }
 
 
-def _vit_meta(inputs: train_mod.Inputs, p: params_mod.Params) -> dict:
+def _vit_meta(inputs: train.Inputs, p: Params) -> dict:
     from cytoops import models
 
     weights = inputs.vit.weights if inputs.vit is not None else "random"
@@ -284,23 +287,56 @@ def register(
     scores: Path,
     verdict: Path,
     out: Path,
-    p: params_mod.Params,
+    p: Params,
     *,
     data_version: str = "untracked",
     git_commit: str = "",
 ) -> dict:
     """Refit, log and register, under the open parent run `tracked`; write the listing to `out`. `verdict` is
     reports/predictable.csv: only its predictable cytokines get the alias `champion`."""
-    from cytoops import models, serving
-
     predictable = read_verdict(verdict)
     means = tables.read(scores)
-    result = train_mod.load(trained)
-    cytokines = tables.read(Path(wrangled) / "cytokines.csv", empty_is_missing=False)
-    kept = list(wrangle.kept_cytokines(cytokines))
+    result = train.load(trained)
+    kept = list(wrangle.kept_cytokines(tables.read(Path(wrangled) / "cytokines.csv", empty_is_missing=False)))
     mode = p.tracking.log_models
     champions = choose_champions(means, result.fits, kept, p.train.epochs)
-    listing: dict = {
+    listing = _listing(tracked, mode, kept, champions)
+    for cytokine in sorted(set(champions.cytokine) - set(predictable)):
+        log.info(f"register: {cytokine} is not in {verdict}: counted not predictable (no @{ALIAS})")
+    if mode == "none":
+        listing["registered"] = [_unlogged_entry(r, predictable) for r in champions.itertuples()]
+        _write(listing, out)
+        log.info(
+            f"register: tracking.log_models is none: {len(champions)} best CNNs chosen, none logged -> {out}"
+        )
+        return listing
+    todo = all_models(means, result.fits, kept, p.train.epochs) if mode == "all" else champions
+    archs = tuple(dict.fromkeys(todo.architecture)) or CNNS[:1]
+    source = _Sources(wrangled, views, vit_features, archs, p)
+    run = {"tracked": tracked, "data_version": data_version, "git_commit": git_commit}
+    champion_of = {(r.cytokine, r.architecture, r.augmentation) for r in champions.itertuples()}
+    fitter = train.Fitter(p.train)
+    for (architecture, augmentation), group in todo.groupby(["architecture", "augmentation"], sort=True):
+        key = f"{architecture}/{augmentation}"
+        if key not in tracked.nested:
+            raise TrackingError(
+                f"the track stage logged no nested run for {key}: rerun it (dvc repro -f track)"
+            )
+        with tracking.active_run(tracked.nested[key], nested=True):
+            for r in group.itertuples():
+                is_champion = (r.cytokine, architecture, augmentation) in champion_of
+                _refit_and_log(r, fitter, source, run, p, is_champion, predictable, listing)
+    _write(listing, out)
+    log.info(
+        f"register: {len(listing['registered'])} best CNNs registered (@{BEST_ALIAS}), "
+        f"{len(listing['champions'])} of them @{ALIAS} (predictable) ({mode}) -> {out}"
+    )
+    return listing
+
+
+def _listing(tracked: tracking.Tracked, mode: str, kept: list[str], champions: pd.DataFrame) -> dict:
+    """The listing register writes, before anything is registered."""
+    return {
         "tracking_uri": tracked.tracking_uri,
         "experiment": tracked.experiment,
         "pipeline_run_id": tracked.run_id,
@@ -313,149 +349,149 @@ def register(
             if c not in set(champions.cytokine)
         ],
     }
-    todo = all_models(means, result.fits, kept, p.train.epochs) if mode == "all" else champions
-    for cytokine in sorted(set(champions.cytokine) - set(predictable)):
-        typer.echo(f"register: {cytokine} is not in {verdict}: counted not predictable (no @{ALIAS})")
-    if mode == "none":
-        listing["registered"] = [
-            {
-                "cytokine": r.cytokine,
-                "architecture": r.architecture,
-                "augmentation": r.augmentation,
-                "cv_f1": round(float(r.f1), 4),
-                "predictable": bool(predictable.get(r.cytokine, False)),
-                "registered_model": None,
-            }
-            for r in champions.itertuples()
-        ]
-        _write(listing, out)
-        typer.echo(
-            f"register: tracking.log_models is none: {len(champions)} best CNNs chosen, none logged -> {out}"
-        )
-        return listing
-    archs = tuple(dict.fromkeys(todo.architecture)) or CNNS[:1]
-    needs_vit = any(models.get(a).kind == "vit" for a in archs)
-    p_inputs = dataclasses.replace(p, train=dataclasses.replace(p.train, architectures=archs))
-    inputs = train_mod.load_inputs(wrangled, views, vit_features if needs_vit else None, p_inputs)
-    champion_of = {(r.cytokine, r.architecture, r.augmentation) for r in champions.itertuples()}
-    channels = list(p.train.cnn_channels)
-    image_size = int(inputs.bank.images.shape[-1])
-    scaling = wrangle.load_scaling(wrangled) if any(models.get(a).kind == "cnn" for a in archs) else None
-    cnn_bank = None
-    fitter = train_mod.Fitter(p.train)
-    for (architecture, augmentation), group in todo.groupby(["architecture", "augmentation"], sort=True):
-        key = f"{architecture}/{augmentation}"
-        if key not in tracked.nested:
-            raise TrackingError(
-                f"the track stage logged no nested run for {key}: rerun it (dvc repro -f track)"
-            )
-        kind = models.get(architecture).kind
-        if kind == "cnn":
-            cnn_bank = (
-                cnn_bank if cnn_bank is not None else train_mod.cnn_view_bank(inputs, p.train.cnn_channels)
-            )
-            source = cnn_bank
-        else:
-            if inputs.vit is None or inputs.vit.views != inputs.bank.views:
-                raise ValueError(f"{architecture} needs the ViT features of these views: pass --features")
-            source = inputs.vit.values
-        with tracking.active_run(tracked.nested[key], nested=True):
-            for r in group.itertuples():
-                slug = slugify(r.cytokine)
-                x, y, example, n_wells = training_set(inputs, source, r.cytokine, augmentation)
-                model = refit(
-                    fitter,
-                    architecture,
-                    x,
-                    y,
-                    int(r.epochs),
-                    refit_seed(architecture, augmentation, r.cytokine, p.train.seed),
-                )
-                is_champion = (r.cytokine, architecture, augmentation) in champion_of
-                tags = {
-                    "cytokine": r.cytokine,
-                    "slug": slug,
-                    "cv_f1": round(float(r.f1), 4),
-                    "cv_roc_auc": round(float(r.roc_auc), 4)
-                    if "roc_auc" in group.columns and not pd.isna(r.roc_auc)
-                    else "nan",
-                    "architecture": architecture,
-                    "augmentation": augmentation,
-                    "epochs": int(r.epochs),
-                    "n_wells": n_wells,
-                    "n_images": len(x),
-                    "image_size": image_size,
-                    "channels": ",".join(channels) if kind == "cnn" else "actin,mito,nucleus (ViT features)",
-                    "wrangle_method": p.wrangle.method,
-                    "wrangle_threshold": p.wrangle.threshold,
-                    "source_run_id": tracked.nested[key],
-                    "pipeline_run_id": tracked.run_id,
-                    "data_version": data_version,
-                    "git_commit": git_commit,
-                    "output": OUTPUT if kind == "cnn" else "P(responder) (sigmoid) of the ViT features",
-                }
-                meta = {k: (v if isinstance(v, int | float | str) else str(v)) for k, v in tags.items()}
-                if kind == "cnn":
-                    meta["channels"] = channels
-                else:
-                    meta["backbone"] = _vit_meta(inputs, p)
-                logged = {
-                    "name": f"model-{slug}",
-                    "meta": meta,
-                    "params": {"epochs": int(r.epochs), "n_wells": n_wells, "n_images": len(x)},
-                    "tags": {"cytokine": r.cytokine, "champion_candidate": str(is_champion).lower()},
-                }
-                if kind == "cnn":
-                    recipe = serving.recipe(scaling, inputs.channels, channels, image_size)
-                    info = log_cnn_model(model, recipe=recipe, **logged)
-                else:
-                    info = log_keras_model(model, example=example, **logged)
-                line = (
-                    f"register: {r.cytokine}: {key} (CV F1 {float(r.f1):.3f}), "
-                    f"{int(r.epochs)} epochs on {n_wells} wells"
-                )
-                if is_champion:
-                    called = bool(predictable.get(r.cytokine, False))
-                    entry = register_version(info, r.cytokine, tags, p.tracking.promote, called)
-                    listing["registered"].append(
-                        {
-                            **{
-                                k: tags[k]
-                                for k in (
-                                    "cytokine",
-                                    "slug",
-                                    "architecture",
-                                    "augmentation",
-                                    "cv_f1",
-                                    "epochs",
-                                    "n_wells",
-                                    "source_run_id",
-                                )
-                            },
-                            **entry,
-                        }
-                    )
-                    held = "" if entry["promoted"] else f" (kept v{entry['best_cnn_version']}: higher CV F1)"
-                    line += f" -> {entry['registered_model']} v{entry['version']}" + (
-                        f" @{BEST_ALIAS}" if entry["promoted"] else held
-                    )
-                    if called:
-                        listing["champions"].append(r.cytokine)
-                        line += f"; predictable: @{ALIAS} = v{entry['champion_version']}"
-                    elif entry["champion_removed"]:
-                        line += (
-                            f"; not predictable: @{ALIAS} removed from v{entry['champion_removed']} "
-                            f"(the verdict no longer calls {r.cytokine} predictable)"
-                        )
-                    else:
-                        line += f"; not predictable: no @{ALIAS}"
-                typer.echo(line)
-    _write(listing, out)
-    typer.echo(
-        f"register: {len(listing['registered'])} best CNNs registered (@{BEST_ALIAS}), "
-        f"{len(listing['champions'])} of them @{ALIAS} (predictable) ({mode}) -> {out}"
+
+
+def _unlogged_entry(r, predictable: dict[str, bool]) -> dict:
+    """A best CNN's listing entry under log_models: none (chosen, not logged)."""
+    return {
+        "cytokine": r.cytokine,
+        "architecture": r.architecture,
+        "augmentation": r.augmentation,
+        "cv_f1": round(float(r.f1), 4),
+        "predictable": bool(predictable.get(r.cytokine, False)),
+        "registered_model": None,
+    }
+
+
+class _Sources:
+    """What the refits read, loaded once: the plate's inputs, the CNN view bank, the ViT features, scaling."""
+
+    def __init__(self, wrangled: Path, views: Path, vit_features: Path | None, archs: tuple, p: Params):
+        from cytoops import models
+
+        kinds = {models.get(a).kind for a in archs}
+        p_inputs = dataclasses.replace(p, train=dataclasses.replace(p.train, architectures=archs))
+        self.inputs = train.load_inputs(wrangled, views, vit_features if "vit" in kinds else None, p_inputs)
+        self.scaling = wrangle.load_scaling(wrangled) if "cnn" in kinds else None
+        self.channels = list(p.train.cnn_channels)
+        self.image_size = int(self.inputs.bank.images.shape[-1])
+        self.vit_meta = _vit_meta(self.inputs, p) if "vit" in kinds else None
+        self._cnn_bank = None
+
+    def of(self, architecture: str) -> np.ndarray:
+        """The array an architecture's refit reads: CNN views of the chosen channels, or ViT features."""
+        from cytoops import models
+
+        if models.get(architecture).kind == "cnn":
+            if self._cnn_bank is None:
+                self._cnn_bank = train.cnn_view_bank(self.inputs, tuple(self.channels))
+            return self._cnn_bank
+        vit = self.inputs.vit
+        if vit is None or vit.views != self.inputs.bank.views:
+            raise ValueError(f"{architecture} needs the ViT features of these views: pass --features")
+        return vit.values
+
+
+def _refit_and_log(
+    r,
+    fitter,
+    source: _Sources,
+    run: dict,
+    p: Params,
+    is_champion: bool,
+    predictable,
+    listing: dict,
+) -> None:
+    """Refit one (architecture, augmentation, cytokine) row, log it in the open nested run and, for a
+    cytokine's best CNN, register it (aliases best-cnn and, if predictable, champion); say what was done."""
+    from cytoops import models, serving
+
+    architecture, augmentation, kind = r.architecture, r.augmentation, models.get(r.architecture).kind
+    x, y, example, n_wells = training_set(source.inputs, source.of(architecture), r.cytokine, augmentation)
+    seed = refit_seed(architecture, augmentation, r.cytokine, p.train.seed)
+    model = refit(fitter, architecture, x, y, int(r.epochs), seed)
+    tags = _tags(r, kind, n_wells, len(x), source, run, p)
+    meta = {k: (v if isinstance(v, int | float | str) else str(v)) for k, v in tags.items()}
+    if kind == "cnn":
+        meta["channels"] = source.channels
+    else:
+        meta["backbone"] = source.vit_meta
+    logged = {
+        "name": f"model-{tags['slug']}",
+        "meta": meta,
+        "params": {"epochs": int(r.epochs), "n_wells": n_wells, "n_images": len(x)},
+        "tags": {"cytokine": r.cytokine, "champion_candidate": str(is_champion).lower()},
+    }
+    if kind == "cnn":
+        recipe = serving.recipe(source.scaling, source.inputs.channels, source.channels, source.image_size)
+        info = log_cnn_model(model, recipe=recipe, **logged)
+    else:
+        info = log_keras_model(model, example=example, **logged)
+    line = (
+        f"register: {r.cytokine}: {architecture}/{augmentation} (CV F1 {float(r.f1):.3f}), "
+        f"{int(r.epochs)} epochs on {n_wells} wells"
     )
-    return listing
+    if is_champion:
+        called = bool(predictable.get(r.cytokine, False))
+        entry = register_version(info, r.cytokine, tags, p.tracking.promote, called)
+        keys = (
+            "cytokine",
+            "slug",
+            "architecture",
+            "augmentation",
+            "cv_f1",
+            "epochs",
+            "n_wells",
+            "source_run_id",
+        )
+        listing["registered"].append({**{k: tags[k] for k in keys}, **entry})
+        if called:
+            listing["champions"].append(r.cytokine)
+        line += _registered_note(entry, r.cytokine, called)
+    log.info(line)
+
+
+def _tags(r, kind: str, n_wells: int, n_images: int, source: _Sources, run: dict, p: Params) -> dict:
+    """The tags of a refit model (and of its registered version): where it came from and what it reads."""
+    tracked = run["tracked"]
+    return {
+        "cytokine": r.cytokine,
+        "slug": slugify(r.cytokine),
+        "cv_f1": round(float(r.f1), 4),
+        "cv_roc_auc": round(float(r.roc_auc), 4)
+        if hasattr(r, "roc_auc") and not pd.isna(r.roc_auc)
+        else "nan",
+        "architecture": r.architecture,
+        "augmentation": r.augmentation,
+        "epochs": int(r.epochs),
+        "n_wells": n_wells,
+        "n_images": n_images,
+        "image_size": source.image_size,
+        "channels": ",".join(source.channels) if kind == "cnn" else "actin,mito,nucleus (ViT features)",
+        "wrangle_method": p.wrangle.method,
+        "wrangle_threshold": p.wrangle.threshold,
+        "source_run_id": tracked.nested[f"{r.architecture}/{r.augmentation}"],
+        "pipeline_run_id": tracked.run_id,
+        "data_version": run["data_version"],
+        "git_commit": run["git_commit"],
+        "output": OUTPUT if kind == "cnn" else "P(responder) (sigmoid) of the ViT features",
+    }
+
+
+def _registered_note(entry: dict, cytokine: str, called: bool) -> str:
+    """What happened to the aliases, for register's line about one cytokine."""
+    held = "" if entry["promoted"] else f" (kept v{entry['best_cnn_version']}: higher CV F1)"
+    note = f" -> {entry['registered_model']} v{entry['version']}" + (
+        f" @{BEST_ALIAS}" if entry["promoted"] else held
+    )
+    if called:
+        return note + f"; predictable: @{ALIAS} = v{entry['champion_version']}"
+    if entry["champion_removed"]:
+        return note + (
+            f"; not predictable: @{ALIAS} removed from v{entry['champion_removed']} "
+            f"(the verdict no longer calls {cytokine} predictable)"
+        )
+    return note + f"; not predictable: no @{ALIAS}"
 
 
 def _write(listing: dict, out: Path) -> None:
@@ -608,7 +644,7 @@ def command(
     """Refit each kept cytokine's best CNN on all its wells, log it to MLflow (a pyfunc answering P(responder)
     for raw thumbnails), register it as cytoops-<slug>@best-cnn, and @champion when the verdict called the
     cytokine predictable; write the listing."""
-    p = params_mod.load(params_file, overrides)
+    p = load_params(params_file, overrides)
     tracked = tracking.Tracked.load(run_file)
     tracking.connect(p.tracking.experiment)
     commit = tracking.git_info().get("git_commit", "")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cytoops.plate import FORMATS
-from cytoops.verdict import truth as truth_mod
+from cytoops.verdict import truth
 from cytoops.verdict.result import Verdict
 
 FAMILY_MARKERS = {
@@ -310,10 +310,10 @@ def verdict_rows(v: Verdict) -> list[dict]:
 
 
 def truth_rows(v: Verdict) -> list[dict]:
-    wrong = truth_mod.TRUTH_WRONG
+    wrong = truth.TRUTH_WRONG
     return [
         {
-            "cls": "wrong" if r.outcome == wrong else ("yes" if r.outcome == truth_mod.TRUTH_FOUND else ""),
+            "cls": "wrong" if r.outcome == wrong else ("yes" if r.outcome == truth.TRUTH_FOUND else ""),
             **{k: html.escape(str(getattr(r, k))) for k in ("cytokine", "cause", "driver", "outcome")},
         }
         for r in v.truth.itertuples()
@@ -361,7 +361,7 @@ def write(v: Verdict, reports: Path) -> Path:
         figures={k: _img(data, k) for k, data in figures.items()},
         rows=verdict_rows(v),
         truth=truth_rows(v),
-        truth_summary=truth_mod.truth_summary(v.truth),
+        truth_summary=truth.truth_summary(v.truth),
         hyp_head=hyp_head,
         hyp_rows=hyp_rows,
         notes=[html.escape(n) for n in v.notes],

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import random
 import re
@@ -39,9 +40,12 @@ import pandas as pd
 import typer
 import yaml
 
-from cytoops import params as params_mod
 from cytoops import tables
+from cytoops.params import Params
+from cytoops.params import load as load_params
 from cytoops.plate import slugify
+
+log = logging.getLogger(__name__)
 
 TAG_PID = "cytoops.pid"
 TAG_PID_START = "cytoops.pid_start"
@@ -287,9 +291,7 @@ def connect(experiment: str | None = None, cwd: Path | None = None) -> Store:
         if EXPERIMENT_KIND_TAG not in exp.tags:  # made before cytoops set it, or by someone else
             retry(client.set_experiment_tag, exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         for run_id in mark_stale_runs(client, exp.experiment_id):
-            typer.echo(
-                f"mlflow: run {run_id} was left RUNNING by a process that is gone: marked KILLED", err=True
-            )
+            log.warning(f"mlflow: run {run_id} was left RUNNING by a process that is gone: marked KILLED")
         return Store(uri, experiment, exp.experiment_id)
     except MlflowException as err:
         raise TrackingError(f"MLflow store {uri}: {one_line(err)}") from None
@@ -358,7 +360,7 @@ def _end(run_id: str, status: str) -> None:
     try:
         retry(mlflow.MlflowClient().set_terminated, run_id, status)
     except Exception as err:  # noqa: BLE001 - the store may be what failed: say so, do not mask the cause
-        typer.echo(f"mlflow: could not mark run {run_id} {status}: {one_line(err)}", err=True)
+        log.warning(f"mlflow: could not mark run {run_id} {status}: {one_line(err)}")
     active = mlflow.active_run()
     if active is not None and active.info.run_id == run_id:
         with contextlib.suppress(Exception):  # pops the run first, then writes the status (already written)
@@ -433,9 +435,7 @@ class Tracked:
 
 
 @contextlib.contextmanager
-def pipeline_run(
-    store: Store, p: params_mod.Params, *, data_dvc: Path | None, stage: str
-) -> Iterator[Tracked]:
+def pipeline_run(store: Store, p: Params, *, data_dvc: Path | None, stage: str) -> Iterator[Tracked]:
     """The parent run of one pipeline execution, open for the block: the run `mlflow run` made (MLFLOW_RUN_ID)
     when there is one, else a new one named after the DVC experiment when there is one."""
     import mlflow
@@ -467,17 +467,16 @@ def pipeline_run(
         else:
             existing = retry(client.get_run, run_id)
             if existing.info.experiment_id != store.experiment_id:
-                typer.echo(
+                log.warning(
                     f"mlflow: run {run_id} (made by `mlflow run`) is in experiment "
                     f"{existing.info.experiment_id}, not {store.experiment!r}: use "
                     f"`mlflow run --experiment-name {store.experiment}` to keep "
                     "them together",
-                    err=True,
                 )
         with active_run(run_id, tags=tags, **start) as run:
             parent = run.info.run_id
             log_params(client, parent, p.flat())
-            typer.echo(f"mlflow: run {parent} in experiment {store.experiment!r} at {store.uri}", err=True)
+            log.info(f"mlflow: run {parent} in experiment {store.experiment!r} at {store.uri}")
             yield Tracked(store.uri, store.experiment, run.info.experiment_id, parent)
     except MlflowException as err:
         raise TrackingError(f"MLflow ({store.uri}): {one_line(err)}") from None
@@ -573,22 +572,20 @@ def curve_metrics(
     return rows
 
 
-def training_params(p: params_mod.Params) -> dict[str, object]:
+def training_params(p: Params) -> dict[str, object]:
     return {**asdict(p.train), "image_size": p.wrangle.image_size, "strategies": p.augment.strategies}
 
 
-def log_results(
-    tracked: Tracked, trained: Path, reports: Path, summary_file: Path, p: params_mod.Params
-) -> Tracked:
+def log_results(tracked: Tracked, trained: Path, reports: Path, summary_file: Path, p: Params) -> Tracked:
     """Under the open parent run: a nested run per (architecture, augmentation) with its params, per-cytokine
     F1 and learning curves; the parent's summary metrics and the figures. Returns `tracked` with the ids."""
     import mlflow
     from mlflow.entities import Metric
 
-    from cytoops import train as train_mod
+    from cytoops import train
 
     client = mlflow.MlflowClient()
-    result = train_mod.load(trained)
+    result = train.load(trained)
     means = tables.read(reports / "f1_per_cytokine.csv")
     summary = json.loads(Path(summary_file).read_text())
     now = int(time.time() * 1000)
@@ -673,11 +670,11 @@ def command(
 ) -> None:
     """Log the evaluated pipeline to MLflow: a parent run (params, git commit, data version, figures) with a
     nested run per architecture x augmentation (per-cytokine F1, learning curves). Writes the run ids."""
-    p = params_mod.load(params_file, overrides)
+    p = load_params(params_file, overrides)
     store = connect(p.tracking.experiment)
     with pipeline_run(store, p, data_dvc=data_dvc, stage="track") as tracked:
         log_results(tracked, trained, reports, metrics, p)
     tracked.save(out)
-    typer.echo(
+    log.info(
         f"track: run {tracked.run_id} with {len(tracked.nested)} nested runs in {store.experiment!r} -> {out}"
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import os
 import sys
 import time
@@ -33,10 +34,11 @@ import typer
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
-from cytoops import augment, backends, features, tables
-from cytoops import params as params_mod
-from cytoops import wrangle as wrangle_mod
-from cytoops.params import TrainParams
+from cytoops import augment, backends, features, tables, wrangle
+from cytoops.params import Params, TrainParams, architecture_kind
+from cytoops.params import load as load_params
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -361,7 +363,7 @@ def plan(inputs: Inputs, params: TrainParams) -> tuple[list[Task], pd.DataFrame,
     lab = inputs.labels[inputs.labels.cytokine.isin(kept)]
     table = wide_labels(inputs)
     groups = inputs.wells.group.to_numpy()
-    per_cytokine = [a for a in params.architectures if params_mod.architecture_kind(a) != "multitask"]
+    per_cytokine = [a for a in params.architectures if architecture_kind(a) != "multitask"]
     for repeat in range(params.repeats):
         plate = plate_folds(table.to_numpy(float), groups, params.folds, params.seed + repeat)
         usable = []
@@ -451,7 +453,7 @@ def run_task(
     labelled well of the test fold, so all are scored on the same wells (`balanced` marks the study's test
     set). `sources` caches, per process, the (views, wells, ...) arrays models read (made once, not per task).
     """
-    kind = params_mod.architecture_kind(task.architecture)
+    kind = architecture_kind(task.architecture)
     if kind == "multitask":
         return run_multitask(task, inputs, params, sources)
     if kind == "profile":
@@ -708,10 +710,8 @@ class TaskCache:
         try:
             return self._decode(self._path(task).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
-            typer.secho(
+            log.warning(
                 f"train: cache file {self._path(task)} is not a task result ({err}): training it again",
-                fg="yellow",
-                err=True,
             )
             return None
 
@@ -759,9 +759,7 @@ def cross_validate(
     parts: list[dict[str, list]] = []
 
     def units(task: Task) -> int:  # fits a task makes: one per fold, times the strategies for the study's
-        per_fold = (
-            len(inputs.strategies) if params_mod.architecture_kind(task.architecture) in ("cnn", "vit") else 1
-        )
+        per_fold = len(inputs.strategies) if architecture_kind(task.architecture) in ("cnn", "vit") else 1
         return params.folds * per_fold
 
     n_fits = sum(units(t) for t in tasks)
@@ -804,7 +802,7 @@ def cross_validate(
     }
     failures += gathered["failures"]
     frame = lambda rows, columns: (  # noqa: E731
-        pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=tables.FOLDS)
+        pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
     ).sort_values(tables.UNIT, kind="stable", ignore_index=True)
     return Result(
         predictions=frame(gathered["predictions"], tables.PREDICTIONS),
@@ -882,28 +880,41 @@ def load_inputs(
     wrangled: Path,
     views: Path,
     vit_features: Path | None,
-    params: params_mod.Params,
+    params: Params,
     profile_table: Path | None = None,
 ) -> Inputs:
+    """make_inputs on the files the earlier stages wrote (the DVC stage; `cytoops run` passes the values)."""
     from cytoops import profile
 
-    w = wrangle_mod.load(wrangled)
-    kinds = {params_mod.architecture_kind(a) for a in params.train.architectures}
+    kinds = {architecture_kind(a) for a in params.train.architectures}
     vit = features.load(vit_features) if "vit" in kinds and vit_features is not None else None
+    table = profile.load(profile_table) if "profile" in kinds and profile_table is not None else None
+    return make_inputs(wrangle.load(wrangled), augment.load(views), vit, table, params)
+
+
+def make_inputs(
+    w: wrangle.Wrangled,
+    bank: augment.ViewBank,
+    vit: features.Features | None,
+    profile_table: pd.DataFrame | None,
+    params: Params,
+) -> Inputs:
+    """What cross-validation reads, from the wrangled plate, its views, ViT features and profile (the last
+    two only where train.architectures has a model that reads them)."""
+    kinds = {architecture_kind(a) for a in params.train.architectures}
     if "vit" in kinds and vit is None:
         raise ValueError("ViT architectures are in train.architectures but no --features file was given")
-    table = profile.load(profile_table) if "profile" in kinds and profile_table is not None else None
-    if "profile" in kinds and table is None:
+    if "profile" in kinds and profile_table is None:
         raise ValueError("profile is in train.architectures but no --profile file was given")
     return Inputs(
         wells=w.wells,
         labels=w.labels,
-        kept=wrangle_mod.kept_cytokines(w.cytokines),
-        bank=augment.load(views),
+        kept=wrangle.kept_cytokines(w.cytokines),
+        bank=bank,
         channels=w.channels,
-        vit=vit,
+        vit=vit if "vit" in kinds else None,
         strategies=params.augment.strategies,
-        profile=table,
+        profile=profile_table if "profile" in kinds else None,
     )
 
 
@@ -942,20 +953,19 @@ def command(
     overrides: list[str] = typer.Option([], "--set", help="Override a param: --set train.epochs=5"),
 ) -> None:
     """Cross-validate every architecture x augmentation x kept cytokine: out-of-fold probabilities, curves."""
-    p = params_mod.load(params_file, overrides)
+    p = load_params(params_file, overrides)
     inputs = load_inputs(wrangled, views, vit_features, p, profile_table)
     check_trainable(inputs.kept, inputs.labels, inputs.wells, p.train, Path(wrangled) / "cytokines.csv")
     result = cross_validate(inputs, p.train, cache=cache)
     save(result, out)
     check_trained(result.fits, result.failures, out / "failures.csv")
-    typer.echo(
+    log.info(
         f"train: {len(result.fits)} fits, {len(result.failures)} failed, "
         f"{result.fits.seconds.sum():.0f} s of fitting -> {out}"
     )
     for row in result.failures.itertuples():
-        typer.secho(
+        log.warning(
             f"  failed: {row.architecture} {row.augmentation} {row.cytokine} "
             f"repeat {row.repeat} fold {row.fold}: {row.error}",
             fg="red",
-            err=True,
         )

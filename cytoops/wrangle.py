@@ -5,6 +5,7 @@ Pure core: `binarize`, `balance`, `wrangle`. The `command` reads the plates and 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,10 +13,12 @@ import numpy as np
 import pandas as pd
 import typer
 
-from cytoops import params as params_mod
 from cytoops import tables
 from cytoops.params import WrangleParams
+from cytoops.params import load as load_params
 from cytoops.plate import FORMATS, Plate, large_image_note, read_data, slugify, well_row_col
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -256,7 +259,7 @@ def run(data: Path, out: Path, p: WrangleParams) -> Wrangled:
     plates = read_data(data, image_size=p.image_size)
     note = large_image_note(plates, p.image_size)
     if note:
-        typer.echo(f"wrangle: {note}", err=True)
+        log.warning(f"wrangle: {note}")
     result = wrangle(plates, p)
     save(result, out)
     return result
@@ -273,10 +276,10 @@ def command(
     overrides: list[str] = typer.Option([], "--set", help="Override a param: --set wrangle.min_wells=10"),
 ) -> None:
     """Binarize each cytokine, balance classes, drop cytokines under the well cut-off."""
-    p = params_mod.load(params_file, overrides).wrangle
+    p = load_params(params_file, overrides).wrangle
     result = run(data, out, p)
     kept = kept_cytokines(result.cytokines)
-    typer.echo(
+    log.info(
         f"wrangle: {len(result.wells)} wells, {len(result.cytokines)} cytokines, {len(kept)} kept "
         f"(>= {p.min_wells} balanced wells), {len(result.cytokines) - len(kept)} dropped -> {out}"
     )

@@ -21,8 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cytoops import tables
-from cytoops import wrangle as wrangle_mod
+from cytoops import tables, wrangle
 
 BASELINE_ARCH = "baseline"
 BASELINES = ("prevalence", "position", "cell_count", "embeddings")
@@ -114,7 +113,7 @@ def baseline_predictions(
 
 
 def baseline_features(
-    w: wrangle_mod.Wrangled, profile: pd.DataFrame | None = None
+    w: wrangle.Wrangled, profile: pd.DataFrame | None = None
 ) -> dict[str, pd.DataFrame | None]:
     """The baselines this data allows (embeddings only when the plates carry them)."""
     if profile is not None:

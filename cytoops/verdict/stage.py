@@ -200,30 +200,24 @@ def summary_lines(v: Verdict, alpha: float) -> list[str]:
 
 
 def run(
-    wrangled: Path,
-    trained: Path,
-    profile_path: Path | None,
-    vit_features: Path | None,
+    w: wrangle_mod.Wrangled,
+    result: train.Result,
+    profile_table: pd.DataFrame | None,
+    vit_pretrained: bool | None,
     data: Path | None,
     reports: Path,
     metrics_path: Path | None,
     p: params_mod.Params,
-    echo=print,
 ) -> Verdict:
-    from cytoops import profile as profile_mod
+    """The verdict of a trained plate, saved (tables, verdict.json) and reported (index.html)."""
     from cytoops import report
 
-    w = wrangle_mod.load(wrangled)
-    result = train.load(trained)
-    table = (
-        profile_mod.load(profile_path) if profile_path is not None and Path(profile_path).is_file() else None
-    )
-    v = compute(w, result, p, table, data, _vit_pretrained(vit_features))
+    v = compute(w, result, p, profile_table, data, vit_pretrained)
     save(v, reports, metrics_path)
     report.write(v, reports)
     for line in summary_lines(v, p.verdict.alpha):
-        echo(f"verdict: {line}")
-    echo(f"verdict: report -> {reports / 'index.html'} ({v.timing['total_s']:.0f} s)")
+        log.info(f"verdict: {line}")
+    log.info(f"verdict: report -> {reports / 'index.html'} ({v.timing['total_s']:.0f} s)")
     return v
 
 
@@ -246,5 +240,9 @@ def command(
 ) -> None:
     """Say which cytokines images predict: baselines on the same folds, a calibrated test, BH, the report."""
     p = params_mod.load(params_file, overrides)
+    from cytoops import profile
+
     train.check_trained_folder(trained)  # one line, not a traceback, when nothing was trained
-    run(wrangled, trained, profile_path, vit_features, data, reports, metrics_path, p, echo=typer.echo)
+    table = profile.load(profile_path) if profile_path is not None and profile_path.is_file() else None
+    w, result = wrangle_mod.load(wrangled), train.load(trained)
+    run(w, result, table, _vit_pretrained(vit_features), data, reports, metrics_path, p)
