@@ -1,4 +1,4 @@
-"""A simulated demo plate with known truth, written in the raw plate format (docs: PLATE_FORMAT.md).
+"""A simulated demo plate with known truth, written in the raw plate format (docs/plate-format.md).
 
 The study's plate is not public, so cytoops ships this stand-in: 384 wells of 64x64 thumbnails
 (actin, mito, nucleus) that look like fluorescent cells at low resolution, a scattered layout of

@@ -1,4 +1,4 @@
-"""The study's five architectures, built by functions and registered by name.
+"""The study's five architectures and our multitask CNN, built by functions and registered by name.
 
 CNNs take the raw thumbnail (channels chosen by `train.cnn_channels`; the study used one).
 ViT models sit on a frozen vit-keras ViT-B/32 at image size 64 and always see three channels:

@@ -1,4 +1,4 @@
-"""Read raw plates (the contract in PLATE_FORMAT.md) and the `cytoops validate` command.
+"""Read raw plates (the contract in docs/plate-format.md) and the `cytoops validate` command.
 
 `read_plate` collects every problem it can find in a plate folder before it raises, so that a user
 fixes a plate in one pass. Each problem is one line naming the file, the well or row, and the fix.

@@ -267,7 +267,7 @@ def run(data: Path, out: Path, p: WrangleParams) -> Wrangled:
 
 def command(
     data: Path = typer.Option(
-        ..., "--data", help="Folder of plates (data/<plate-id>/...), as in PLATE_FORMAT.md."
+        ..., "--data", help="Folder of plates (data/<plate-id>/...), as in docs/plate-format.md."
     ),
     out: Path = typer.Option(
         ..., "--out", help="Folder for the stage outputs (images.npy, wells.csv, labels.csv, ...)."
