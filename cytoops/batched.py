@@ -29,7 +29,7 @@ full size and the stacked sums run in another order; over many epochs a deep CNN
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -137,6 +137,63 @@ def stacked_forward(steps: list[tuple], weights: list, x, conv: str = "unrolled"
         elif step[0] == "leaky":
             x = tf.nn.leaky_relu(x, alpha=step[1])
     return x
+
+
+@dataclass
+class _Run:
+    """One unit's place in a batched fit: its shuffle and place in the epoch, history and early stopping."""
+
+    rng: np.random.Generator
+    order: np.ndarray  # this epoch's shuffle of the unit's rows
+    position: int = 0  # rows of `order` trained on this epoch
+    loss_sum: float = 0.0  # this epoch's summed loss and correct calls, over its rows so far
+    correct: float = 0.0
+    epoch: int = 0  # epochs ended (0-based index of the current one)
+    best_loss: float = np.inf
+    best_epoch: int = 0
+    wait: int = 0  # epochs since the best one
+    running: bool = True
+    history: dict[str, list[float]] = field(
+        default_factory=lambda: {"loss": [], "val_loss": [], "accuracy": [], "val_accuracy": []}
+    )
+
+    def end_epoch(self, n: int, val_loss: float, val_accuracy: float, p: TrainParams) -> bool:
+        """Whether the validation loss improved, after the epoch's history and Keras' early-stopping rule."""
+        self.history["loss"].append(self.loss_sum / n)
+        self.history["accuracy"].append(self.correct / n)
+        self.history["val_loss"].append(val_loss)
+        self.history["val_accuracy"].append(val_accuracy)
+        improved = val_loss < self.best_loss
+        if improved:
+            self.best_loss, self.best_epoch, self.wait = val_loss, self.epoch, 0
+        else:
+            self.wait += 1
+            if self.wait >= p.patience:
+                self.running = False
+        self.epoch += 1
+        if self.epoch >= p.epochs:
+            self.running = False
+        if self.running:  # the next epoch's shuffle, drawn where train.Fitter draws it
+            self.order, self.position, self.loss_sum, self.correct = self.rng.permutation(n), 0, 0.0, 0.0
+        return improved
+
+
+def _val_loss_fn(two_logits: bool):
+    """The Keras loss train.Fitter validates with: sparse categorical from two logits, else binary."""
+    import keras
+
+    if two_logits:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return keras.losses.BinaryCrossentropy()
+
+
+def _keep_best(full: dict, slot: dict, improved: list[tuple[int, int]]) -> None:
+    """Copies the improved units' weights (rows of `slot`) into their rows of the full stack's `best`."""
+    import tensorflow as tf
+
+    rs, js = [r for r, _ in improved], [[j] for _, j in improved]
+    for keep, w in zip(full["best"], slot["weights"], strict=True):
+        keep.scatter_nd_update(js, tf.gather(w, rs))
 
 
 class BatchedFitter:
@@ -271,115 +328,103 @@ class BatchedFitter:
         more epochs in the same steps instead of waiting for the others. When half the rows hold stopped
         units, the running ones move to a smaller stack (another compiled step, kept for later fits).
         """
-        import keras
-        import tensorflow as tf
-
-        from cytoops import train
-
         shape = tuple(units[0].x.shape[1:])
         if any(tuple(u.x.shape[1:]) != shape for u in units):
             raise ValueError("batched: units of one fit must share their input shape")
-        k, p, b = len(units), self.params, self.params.batch_size
-        slot = self._slot(architecture, shape, k)
-        two_logits = slot["two_logits"]
-        loss_fn = (
-            keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-            if two_logits
-            else keras.losses.BinaryCrossentropy()
-        )
+        full = slot = self._slot(architecture, shape, len(units))
+        loss_fn = _val_loss_fn(slot["two_logits"])
+        runs = self._start(slot, units)
+        rows = list(range(len(units)))  # rows[r]: the unit in row r of the current stacked variables
+        while any(run.running for run in runs):
+            if 2 * sum(run.running for run in runs) <= len(rows) and len(rows) > 1:  # half are stopped: drop
+                keep = [r for r, j in enumerate(rows) if runs[j].running]
+                slot = self._compact(slot, architecture, shape, keep)
+                rows = [rows[r] for r in keep]
+            ended = self._step(slot, units, runs, rows, shape)
+            if not ended:
+                continue
+            improved = self._end_epochs(slot, units, runs, rows, ended, loss_fn, shape)
+            if improved:
+                _keep_best(full, slot, improved)
+        for w, keep in zip(full["weights"], full["best"], strict=True):
+            w.assign(keep)
+        test_logits = self._outputs(full, [u.x_test for u in units], shape)
+        return [
+            UnitFit(self._probability(full, test_logits[j]), run.history, run.best_epoch + 1)
+            for j, run in enumerate(runs)
+        ]
+
+    def _start(self, slot: dict, units: list[UnitData]) -> list[_Run]:
+        """Each unit's fresh run; the slot's weights set to the units' seeded initial weights, Adam zeroed."""
+        from cytoops import train
+
         rngs = [np.random.default_rng(u.seed) for u in units]
         fresh = [train.initial_weights(slot["model"], rng) for rng in rngs]
         for i, w in enumerate(slot["weights"]):
             w.assign(np.stack([f[i] for f in fresh]))
         for state in slot["state"]:
             state.assign(np.zeros(state.shape, dtype=np.float32))
-        full = slot
-        histories = [{"loss": [], "val_loss": [], "accuracy": [], "val_accuracy": []} for _ in units]
-        best_loss, best_epoch, wait = [np.inf] * k, [0] * k, [0] * k
-        epoch, position = [0] * k, [0] * k
-        orders = [rng.permutation(len(u.x)) for u, rng in zip(units, rngs, strict=True)]
-        loss_sum, correct = [0.0] * k, [0.0] * k
-        running = [True] * k
-        rows = list(range(k))  # rows[r]: the unit in row r of the current stacked variables
-        while any(running):
-            if 2 * sum(running) <= len(rows) and len(rows) > 1:  # half the rows are stopped units: drop them
-                keep = [r for r, j in enumerate(rows) if running[j]]
-                slot = self._compact(slot, architecture, shape, keep)
-                rows = [rows[r] for r in keep]
-            n = len(rows)
-            x = np.zeros((n, b, *shape), dtype=np.float32)
-            y = np.zeros((n, b), dtype=np.float32)
-            mask = np.zeros((n, b), dtype=np.float32)
-            picks = [None] * n
-            for r, j in enumerate(rows):
-                if running[j]:
-                    batch = orders[j][position[j] : position[j] + b]
-                    picks[r] = batch
-                    x[r, : len(batch)] = units[j].x[batch]
-                    y[r, : len(batch)] = units[j].y[batch]
-                    mask[r, : len(batch)] = 1.0
-            losses, logits = slot["train_step"](x, y, mask)
-            losses, logits = losses.numpy(), logits.numpy()
-            ended = []
-            for r, batch in enumerate(picks):
-                if batch is None:
-                    continue
-                j = rows[r]
-                loss_sum[j] += float(losses[r]) * len(batch)
-                prob = self._probability(slot, logits[r, : len(batch)])
-                correct[j] += float(np.mean((prob >= 0.5) == (units[j].y[batch] == 1))) * len(batch)
-                position[j] += len(batch)
-                if position[j] >= len(units[j].x):
-                    ended.append(r)
-            if not ended:
+        return [_Run(rng, rng.permutation(len(u.x))) for u, rng in zip(units, rngs, strict=True)]
+
+    def _step(
+        self, slot: dict, units: list[UnitData], runs: list[_Run], rows: list[int], shape: tuple[int, ...]
+    ) -> list[int]:
+        """The rows whose unit ended its epoch, after one training step on each running unit's next batch."""
+        b = self.params.batch_size
+        x = np.zeros((len(rows), b, *shape), dtype=np.float32)
+        y = np.zeros((len(rows), b), dtype=np.float32)
+        mask = np.zeros((len(rows), b), dtype=np.float32)
+        picks = [None] * len(rows)
+        for r, j in enumerate(rows):
+            if runs[j].running:
+                batch = runs[j].order[runs[j].position : runs[j].position + b]
+                picks[r] = batch
+                x[r, : len(batch)] = units[j].x[batch]
+                y[r, : len(batch)] = units[j].y[batch]
+                mask[r, : len(batch)] = 1.0
+        losses, logits = slot["train_step"](x, y, mask)
+        losses, logits = losses.numpy(), logits.numpy()
+        ended = []
+        for r, batch in enumerate(picks):
+            if batch is None:
                 continue
-            val_logits = self._outputs(
-                slot, [units[j].x_val if r in ended else None for r, j in enumerate(rows)], shape
-            )
-            improved = []
-            for r in ended:
-                j = rows[r]
-                u, h = units[j], histories[j]
-                h["loss"].append(loss_sum[j] / len(u.x))
-                h["accuracy"].append(correct[j] / len(u.x))
-                if two_logits:
-                    out, target = val_logits[r], u.y_val.astype(np.int32)
-                else:
-                    out = self._probability(slot, val_logits[r]).astype(np.float32).reshape(-1, 1)
-                    target = u.y_val.astype(np.float32).reshape(-1, 1)
-                val_loss = float(loss_fn(target, out))
-                h["val_loss"].append(val_loss)
-                val_prob = self._probability(slot, val_logits[r])
-                h["val_accuracy"].append(float(np.mean((val_prob >= 0.5) == (u.y_val == 1))))
-                if val_loss < best_loss[j]:
-                    best_loss[j], best_epoch[j], wait[j] = val_loss, epoch[j], 0
-                    improved.append((r, j))
-                else:
-                    wait[j] += 1
-                    if wait[j] >= p.patience:
-                        running[j] = False
-                epoch[j] += 1
-                if epoch[j] >= p.epochs:
-                    running[j] = False
-                if running[j]:  # the next epoch's shuffle, drawn where train.Fitter draws it
-                    orders[j], position[j], loss_sum[j], correct[j] = (
-                        rngs[j].permutation(len(u.x)),
-                        0,
-                        0.0,
-                        0.0,
-                    )
-            if improved:  # kept on the device, by unit, in the full stack
-                rs, js = [r for r, _ in improved], [[j] for _, j in improved]
-                for keep, w in zip(full["best"], slot["weights"], strict=True):
-                    keep.scatter_nd_update(js, tf.gather(w, rs))
-        slot = full
-        for w, keep in zip(slot["weights"], slot["best"], strict=True):
-            w.assign(keep)
-        test_logits = self._outputs(slot, [u.x_test for u in units], shape)
-        return [
-            UnitFit(self._probability(slot, test_logits[j]), histories[j], best_epoch[j] + 1)
-            for j in range(k)
-        ]
+            run, unit = runs[rows[r]], units[rows[r]]
+            run.loss_sum += float(losses[r]) * len(batch)
+            prob = self._probability(slot, logits[r, : len(batch)])
+            run.correct += float(np.mean((prob >= 0.5) == (unit.y[batch] == 1))) * len(batch)
+            run.position += len(batch)
+            if run.position >= len(unit.x):
+                ended.append(r)
+        return ended
+
+    def _end_epochs(
+        self,
+        slot: dict,
+        units: list[UnitData],
+        runs: list[_Run],
+        rows: list[int],
+        ended: list[int],
+        loss_fn,
+        shape: tuple[int, ...],
+    ) -> list[tuple[int, int]]:
+        """(row, unit) of the units whose validation loss improved, after validating every ended epoch."""
+        val_logits = self._outputs(
+            slot, [units[j].x_val if r in ended else None for r, j in enumerate(rows)], shape
+        )
+        improved = []
+        for r in ended:
+            j = rows[r]
+            u = units[j]
+            if slot["two_logits"]:
+                out, target = val_logits[r], u.y_val.astype(np.int32)
+            else:
+                out = self._probability(slot, val_logits[r]).astype(np.float32).reshape(-1, 1)
+                target = u.y_val.astype(np.float32).reshape(-1, 1)
+            val_prob = self._probability(slot, val_logits[r])
+            val_accuracy = float(np.mean((val_prob >= 0.5) == (u.y_val == 1)))
+            if runs[j].end_epoch(len(u.x), float(loss_fn(target, out)), val_accuracy, self.params):
+                improved.append((r, j))
+        return improved
 
 
 # ---- train.run_task with a task's units fitted together ----------------------------------------------------

@@ -383,6 +383,23 @@ def _read_images(
     except OSError as exc:
         problems.append(Problem(str(folder), "", f"cannot be listed ({_one_line(exc)})", "make it readable"))
         return set(), {}, "", 0
+    found = _image_files(entries, channels, pattern, fmt, problems)
+    if not found:
+        what = f"holds no image named like {pattern!r}"
+        fix = "export one TIFF per well (e.g. A01.tif), or set image_pattern in plate.yaml"
+        problems.append(Problem(str(folder), "", what, fix))
+        return set(), {}, "", 0
+    kept, read = _read_wells(found, folder, channels, pattern, image_size, problems, keep_images)
+    dtype, size = _check_alike(read, image_size, problems)
+    if not keep_images:
+        kept = {well: np.empty((len(channels), 0, 0), np.float32) for well in read}
+    return set(found), kept, dtype, size
+
+
+def _image_files(
+    entries: list[Path], channels: tuple[str, ...], pattern: str, fmt: int | None, problems: list[Problem]
+) -> dict[str, dict[str, Path]]:
+    """well -> {channel ("" for a one-file well) -> file} of the entries of images/ named like the pattern."""
     regex = _pattern_regex(pattern, channels)
     found: dict[str, dict[str, Path]] = {}
     for entry in entries:
@@ -412,12 +429,19 @@ def _read_images(
             problems.append(Problem(str(entry), f"well {well}", what, "keep one of the two files"))
             continue
         files[channel] = entry
-    if not found:
-        what = f"holds no image named like {pattern!r}"
-        fix = "export one TIFF per well (e.g. A01.tif), or set image_pattern in plate.yaml"
-        problems.append(Problem(str(folder), "", what, fix))
-        return set(), {}, "", 0
+    return found
 
+
+def _read_wells(
+    found: dict[str, dict[str, Path]],
+    folder: Path,
+    channels: tuple[str, ...],
+    pattern: str,
+    image_size: int | None,
+    problems: list[Problem],
+    keep_images: bool,
+) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, int, Path]]]:
+    """(well -> float32 image resized as read, if `keep_images`; well -> (dtype, side, file)), clean wells."""
     kept: dict[str, np.ndarray] = {}
     read: dict[str, tuple[str, int, Path]] = {}  # well -> (dtype, side, file) of every image read cleanly
     for well in _row_major(found):
@@ -435,7 +459,14 @@ def _read_images(
         if keep_images:
             kept[well] = _resize(array.astype(np.float32, copy=False), image_size or array.shape[-1])
         del array, image  # the full-size file is not kept: one well at a time in memory
+    return kept, read
 
+
+def _check_alike(
+    read: dict[str, tuple[str, int, Path]], image_size: int | None, problems: list[Problem]
+) -> tuple[str, int]:
+    """(the plate's most common dtype and side); an image of another dtype (or side, without image_size) is
+    an error."""
     dtypes = Counter(dtype for dtype, _, _ in read.values())
     dtype = dtypes.most_common(1)[0][0] if dtypes else ""
     sizes = Counter(side for _, side, _ in read.values())
@@ -449,9 +480,7 @@ def _read_images(
             what = f"is {side}x{side} but most images of this plate are {size}x{size}"
             fix = "export all thumbnails at one size, or give an image size (--image-size) to resize them"
             problems.append(Problem(str(file), f"well {well}", what, fix))
-    if not keep_images:
-        kept = {well: np.empty((len(channels), 0, 0), np.float32) for well in read}
-    return set(found), kept, dtype, size
+    return dtype, size
 
 
 # --- CSV tables -----------------------------------------------------------------------------------------
@@ -717,31 +746,7 @@ def read_plate(
 
     left_out: list[tuple[str, str]] = []
     if config is not None and found and readouts is not None:
-        no_image = [well for well in readouts.index if well not in found]
-        no_readouts = [well for well in _row_major(found) if well not in readouts.index]
-        if no_image:
-            what = "readouts but no image: left out"
-            fix = "add the images to images/ if they exist; otherwise nothing to do"
-            where = _wells_phrase(no_image)
-            problems.append(Problem(str(path / "images"), where, what, fix, level="warning"))
-        if no_readouts:
-            what = "an image but no readouts: left out"
-            fix = "add the rows to cytokines.csv if the wells were measured; otherwise nothing to do"
-            where = _wells_phrase(no_readouts)
-            problems.append(Problem(str(path / "cytokines.csv"), where, what, fix, level="warning"))
-        left_out = [(well, "readouts but no image") for well in no_image]
-        left_out += [(well, "image but no readouts") for well in no_readouts]
-        usable = [well for well in _row_major(found) if well in readouts.index]
-        if not usable:
-            what = "no well has both an image and readouts"
-            fix = "check that cytokines.csv belongs to this plate and names wells as the image files do"
-            problems.append(Problem(str(path / "cytokines.csv"), "", what, fix))
-        for table, file in ((layout, "layout.csv"), (embeddings, "embeddings.csv")):
-            lacking = [] if table is None else [well for well in usable if well not in table.index]
-            if lacking:
-                what = "an image and readouts but no row here"
-                fix = f"add a row for every usable well, or remove {file}"
-                problems.append(Problem(str(path / file), _wells_phrase(lacking), what, fix))
+        left_out = _match_wells(path, found, readouts, layout, embeddings, problems)
 
     errors = [problem for problem in problems if problem.level == "error"]
     warnings = tuple(problem for problem in problems if problem.level != "error")
@@ -766,6 +771,44 @@ def read_plate(
         left_out=tuple(sorted(left_out, key=lambda item: well_row_col(item[0]))),
         warnings=warnings,
     )
+
+
+def _match_wells(
+    path: Path,
+    found: set[str],
+    readouts: pd.DataFrame,
+    layout: pd.DataFrame | None,
+    embeddings: pd.DataFrame | None,
+    problems: list[Problem],
+) -> list[tuple[str, str]]:
+    """(well, reason) of the wells left out for lacking an image or readouts; a table lacking a usable well
+    is an error."""
+    no_image = [well for well in readouts.index if well not in found]
+    no_readouts = [well for well in _row_major(found) if well not in readouts.index]
+    if no_image:
+        what = "readouts but no image: left out"
+        fix = "add the images to images/ if they exist; otherwise nothing to do"
+        where = _wells_phrase(no_image)
+        problems.append(Problem(str(path / "images"), where, what, fix, level="warning"))
+    if no_readouts:
+        what = "an image but no readouts: left out"
+        fix = "add the rows to cytokines.csv if the wells were measured; otherwise nothing to do"
+        where = _wells_phrase(no_readouts)
+        problems.append(Problem(str(path / "cytokines.csv"), where, what, fix, level="warning"))
+    left_out = [(well, "readouts but no image") for well in no_image]
+    left_out += [(well, "image but no readouts") for well in no_readouts]
+    usable = [well for well in _row_major(found) if well in readouts.index]
+    if not usable:
+        what = "no well has both an image and readouts"
+        fix = "check that cytokines.csv belongs to this plate and names wells as the image files do"
+        problems.append(Problem(str(path / "cytokines.csv"), "", what, fix))
+    for table, file in ((layout, "layout.csv"), (embeddings, "embeddings.csv")):
+        lacking = [] if table is None else [well for well in usable if well not in table.index]
+        if lacking:
+            what = "an image and readouts but no row here"
+            fix = f"add a row for every usable well, or remove {file}"
+            problems.append(Problem(str(path / file), _wells_phrase(lacking), what, fix))
+    return left_out
 
 
 def _scan(

@@ -16,6 +16,7 @@ FOLD = ["cytokine", "repeat", "fold"]  # one held-out fold of one cytokine
 UNIT = [*MODEL, "cytokine", "repeat", "fold"]  # one fit: a model on one fold of one cytokine
 CURVES = [*UNIT, "epoch", "loss", "val_loss", "accuracy", "val_accuracy"]
 PREDICTIONS = [*UNIT, "well_index", "plate", "well", "label", "balanced", "prob"]
+LABELS = ["cytokine", "slug", "well_index", "value", "label", "balanced"]  # each measured well, binarized
 FOLDS = ["cytokine", "repeat", "well_index", "fold", "balanced"]  # the fold of every labelled well
 SCALING = ["plate", "channel", "lo", "hi"]  # raw intensities mapped to 0 and 1, per plate and channel
 

@@ -132,6 +132,33 @@ def _well_table(plate: Plate, wells: list[str]) -> pd.DataFrame:
 
 
 def wrangle(plates: list[Plate], params: WrangleParams) -> Wrangled:
+    """The plates' usable wells as one table, their scaled images, and each cytokine's binarized labels."""
+    channels = _shared_channels(plates)
+    well_tables, images, readouts, embeddings, scaling = zip(
+        *(_plate_parts(p, channels) for p in plates), strict=True
+    )
+    wells = pd.concat(well_tables, ignore_index=True)
+    values = pd.concat(readouts, ignore_index=True)  # cytokines absent on a plate are NaN there
+    present = [e for e in embeddings if e is not None]
+    emb = (
+        pd.concat(present, ignore_index=True)
+        if len(present) == len(plates)
+        else pd.DataFrame(index=wells.index)
+    )
+    labels, summary = _labels(values, wells.role == "negative_control", params)
+    return Wrangled(
+        wells=wells,
+        images=np.concatenate(images),
+        channels=channels,
+        labels=labels,
+        cytokines=summary,
+        embeddings=emb,
+        scaling=pd.DataFrame([row for rows in scaling for row in rows], columns=tables.SCALING),
+    )
+
+
+def _shared_channels(plates: list[Plate]) -> tuple[str, ...]:
+    """The channels all plates share; ValueError when there is no plate or two plates differ."""
     if not plates:
         raise ValueError("no plates to wrangle")
     channels = plates[0].channels
@@ -140,81 +167,79 @@ def wrangle(plates: list[Plate], params: WrangleParams) -> Wrangled:
             raise ValueError(
                 f"plate {p.plate_id} has channels {p.channels}, plate {plates[0].plate_id} {channels}"
             )
-    well_tables, images, readouts, embeddings, scaling = [], [], [], [], []
-    for p in plates:
-        wells = list(p.usable_wells)
-        index = [p.wells.index(w) for w in wells]
-        well_tables.append(_well_table(p, wells))
-        lo, hi = scaling_constants(p.images)
-        scaling += [
-            {"plate": p.plate_id, "channel": c, "lo": float(a), "hi": float(b)}
-            for c, a, b in zip(channels, lo, hi, strict=True)
-        ]
-        images.append(scale(p.images, lo, hi)[index])
-        readouts.append(p.readouts.loc[wells].reset_index(drop=True))
-        if p.embeddings is not None:
-            embeddings.append(p.embeddings.reindex(wells).reset_index(drop=True))
-    wells = pd.concat(well_tables, ignore_index=True)
-    values = pd.concat(readouts, ignore_index=True)  # cytokines absent on a plate are NaN there
-    emb = (
-        pd.concat(embeddings, ignore_index=True)
-        if len(embeddings) == len(plates)
-        else pd.DataFrame(index=wells.index)
-    )
-    negative = wells.role == "negative_control"
+    return channels
 
+
+def _plate_parts(
+    p: Plate, channels: tuple[str, ...]
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, pd.DataFrame | None, list[dict]]:
+    """(well table, scaled images, readouts, embeddings or None, scaling rows) of one plate's usable wells."""
+    wells = list(p.usable_wells)
+    index = [p.wells.index(w) for w in wells]
+    lo, hi = scaling_constants(p.images)
+    scaling = [
+        {"plate": p.plate_id, "channel": c, "lo": float(a), "hi": float(b)}
+        for c, a, b in zip(channels, lo, hi, strict=True)
+    ]
+    embeddings = None if p.embeddings is None else p.embeddings.reindex(wells).reset_index(drop=True)
+    return (
+        _well_table(p, wells),
+        scale(p.images, lo, hi)[index],
+        p.readouts.loc[wells].reset_index(drop=True),
+        embeddings,
+        scaling,
+    )
+
+
+def _labels(
+    values: pd.DataFrame, negative: pd.Series, params: WrangleParams
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(long labels table, one summary row per cytokine) of every cytokine column of `values`."""
     rng = np.random.default_rng(params.seed)
     label_frames, summary = [], []
     for name in values.columns:
-        slug = slugify(name)
-        v = values[name]
-        row = {"cytokine": name, "slug": slug, "n_measured": int(v.notna().sum())}
-        try:
-            y = binarize(v, params.method, params.threshold, negative)
-        except ValueError as err:
-            summary.append(
-                {**row, "n_pos": 0, "n_neg": 0, "n_balanced": 0, "kept": False, "reason": str(err)}
-            )
-            continue
-        kept_index = balance(y, rng)
-        n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
-        n_bal = len(kept_index)
-        kept = n_bal >= params.min_wells
-        reason = (
-            ""
-            if kept
-            else f"{n_bal} balanced wells < min_wells {params.min_wells} ({n_pos} responders, {n_neg} not)"
-        )
-        summary.append(
-            {**row, "n_pos": n_pos, "n_neg": n_neg, "n_balanced": n_bal, "kept": kept, "reason": reason}
-        )
-        measured = y.dropna()
-        label_frames.append(
-            pd.DataFrame(
-                {
-                    "cytokine": name,
-                    "slug": slug,
-                    "well_index": measured.index.to_numpy(),
-                    "value": v[measured.index].to_numpy(),
-                    "label": measured.to_numpy().astype(int),
-                    "balanced": measured.index.isin(kept_index),
-                }
-            )
-        )
+        row, frame = _cytokine_labels(name, values[name], negative, params, rng)
+        summary.append(row)
+        if frame is not None:
+            label_frames.append(frame)
     labels = (
-        pd.concat(label_frames, ignore_index=True)
-        if label_frames
-        else pd.DataFrame(columns=["cytokine", "slug", "well_index", "value", "label", "balanced"])
+        pd.concat(label_frames, ignore_index=True) if label_frames else pd.DataFrame(columns=tables.LABELS)
     )
-    return Wrangled(
-        wells=wells,
-        images=np.concatenate(images),
-        channels=channels,
-        labels=labels,
-        cytokines=pd.DataFrame(summary),
-        embeddings=emb,
-        scaling=pd.DataFrame(scaling, columns=tables.SCALING),
+    return labels, pd.DataFrame(summary)
+
+
+def _cytokine_labels(
+    name: str, v: pd.Series, negative: pd.Series, params: WrangleParams, rng: np.random.Generator
+) -> tuple[dict, pd.DataFrame | None]:
+    """(one cytokine's summary row, its labels of measured wells; None when it cannot be binarized)."""
+    slug = slugify(name)
+    row = {"cytokine": name, "slug": slug, "n_measured": int(v.notna().sum())}
+    try:
+        y = binarize(v, params.method, params.threshold, negative)
+    except ValueError as err:
+        return {**row, "n_pos": 0, "n_neg": 0, "n_balanced": 0, "kept": False, "reason": str(err)}, None
+    kept_index = balance(y, rng)
+    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+    n_bal = len(kept_index)
+    kept = n_bal >= params.min_wells
+    reason = (
+        ""
+        if kept
+        else f"{n_bal} balanced wells < min_wells {params.min_wells} ({n_pos} responders, {n_neg} not)"
     )
+    row = {**row, "n_pos": n_pos, "n_neg": n_neg, "n_balanced": n_bal, "kept": kept, "reason": reason}
+    measured = y.dropna()
+    frame = pd.DataFrame(
+        {
+            "cytokine": name,
+            "slug": slug,
+            "well_index": measured.index.to_numpy(),
+            "value": v[measured.index].to_numpy(),
+            "label": measured.to_numpy().astype(int),
+            "balanced": measured.index.isin(kept_index),
+        }
+    )
+    return row, frame
 
 
 # ---- stage I/O -------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cytoops import params as params_mod
+from cytoops.params import architecture_kind
 from cytoops.verdict.baselines import BASELINE_ARCH, IMAGE_BLIND, IMAGE_READOUTS
 from cytoops.verdict.metrics import METRICS
 
@@ -34,7 +34,7 @@ def family(architecture: str, augmentation: str) -> str:
     """The family of a predictor: a study kind, one of ours, or a baseline's name."""
     if architecture == BASELINE_ARCH:
         return FAMILIES.get(augmentation, augmentation)
-    return FAMILIES[params_mod.architecture_kind(architecture)]
+    return FAMILIES[architecture_kind(architecture)]
 
 
 def image_predictors(summary: pd.DataFrame) -> pd.Series:
@@ -93,42 +93,19 @@ def decide(
     blind = summary[(summary.architecture == BASELINE_ARCH) & summary.augmentation.isin(IMAGE_BLIND)]
     emb = summary[(summary.architecture == BASELINE_ARCH) & (summary.augmentation == "embeddings")]
     tests = tests.set_index("cytokine") if len(tests) else pd.DataFrame(columns=["p", "n_perm"])
-    rows = []
-    for cytokine in kept:
-        row: dict = {"cytokine": cytokine}
-        mine = images[images.cytokine == cytokine].assign(
-            family=lambda d: [family(a, g) for a, g in zip(d.architecture, d.augmentation, strict=True)]
+    rows = [
+        _cytokine_row(
+            cytokine,
+            images[images.cytokine == cytokine],
+            blind[blind.cytokine == cytokine],
+            emb[emb.cytokine == cytokine],
+            tests,
+            problems.get(cytokine),
+            draws,
+            level,
         )
-        best = _best(mine)
-        b = _best(blind[blind.cytokine == cytokine])
-        if b is not None:
-            row.update(best_blind=b.augmentation, best_blind_roc_auc=b.roc_auc)
-        if cytokine in problems or best is None:
-            row.update(reason=problems.get(cytokine, "no predictor could be scored on this cytokine"))
-            rows.append(row)
-            continue
-        row.update(
-            best_predictor=f"{best.architecture}/{best.augmentation}",
-            best_family=best.family,
-            **{
-                k: best[k]
-                for k in [*METRICS, "roc_auc_lo", "roc_auc_hi", "f1_lo", "f1_hi"]
-                if k in best.index
-            },
-        )
-        for fam, part in mine.groupby("family"):
-            row[f"auc_{fam.replace(' ', '_')}"] = part.roc_auc.max()
-        study = _best(mine[mine.family.isin([FAMILIES["cnn"], FAMILIES["vit"]])])
-        prof = _best(mine[mine.family == FAMILIES["profile"]])
-        count = _best(mine[mine.family == FAMILIES["cell_count"]])
-        if study is not None and prof is not None:
-            _compare(row, "study_vs_profile", study, prof, draws, level)
-        _compare(row, "best_vs_embeddings", best, _best(emb[emb.cytokine == cytokine]), draws, level)
-        _compare(row, "best_vs_cell_count", best, count, draws, level)
-        if cytokine in tests.index:
-            row.update(p=tests.loc[cytokine, "p"], n_perm=tests.loc[cytokine, "n_perm"])
-        row["beats_blind"] = bool(b is None or best.roc_auc > b.roc_auc)
-        rows.append(row)
+        for cytokine in kept
+    ]
     table = pd.DataFrame(rows)
     for col in ("p", "n_perm", "roc_auc", "best_blind_roc_auc", "reason", "beats_blind"):
         if col not in table:
@@ -137,22 +114,66 @@ def decide(
     table["p"] = p
     table["q"] = stats.false_discovery_control(p, method="bh") if len(p) else []
     table["predictable"] = (table.q < alpha) & table.beats_blind.fillna(False).astype(bool)
-    reasons = []
-    for r in table.itertuples():
-        if isinstance(r.reason, str):
-            reasons.append(r.reason)
-        elif r.predictable:
-            reasons.append(
-                f"q = {r.q:.2g} < {alpha}; AUC {r.roc_auc:.2f} > {r.best_blind} {r.best_blind_roc_auc:.2f}"
-            )
-        elif not r.beats_blind:
-            reasons.append(
-                f"the images do no better than {r.best_blind} "
-                f"(AUC {r.best_blind_roc_auc:.2f} vs {r.roc_auc:.2f})"
-            )
-        else:
-            reasons.append(f"not significant: q = {r.q:.2g} >= {alpha}")
-    table["reason"] = reasons
+    table["reason"] = [_reason(r, alpha) for r in table.itertuples()]
     if "best_vs_cell_count_lo" in table:
         table["cell_count_alone"] = table.best_vs_cell_count_lo <= 0  # the best does not beat cell count
     return table
+
+
+def _cytokine_row(
+    cytokine: str,
+    images: pd.DataFrame,
+    blind: pd.DataFrame,
+    emb: pd.DataFrame,
+    tests: pd.DataFrame,
+    problem: str | None,
+    draws: dict,
+    level: float,
+) -> dict:
+    """One cytokine's row before the q: best image predictor and blind baseline, family AUCs, comparisons.
+
+    images, blind, emb: the cytokine's rows of the summary; tests: p and n_perm by cytokine (it may lack
+    one); problem: why it could not be cross-validated, if so.
+    """
+    row: dict = {"cytokine": cytokine}
+    mine = images.assign(
+        family=lambda d: [family(a, g) for a, g in zip(d.architecture, d.augmentation, strict=True)]
+    )
+    best = _best(mine)
+    b = _best(blind)
+    if b is not None:
+        row.update(best_blind=b.augmentation, best_blind_roc_auc=b.roc_auc)
+    if problem is not None or best is None:
+        row.update(reason=problem if problem is not None else "no predictor could be scored on this cytokine")
+        return row
+    row.update(
+        best_predictor=f"{best.architecture}/{best.augmentation}",
+        best_family=best.family,
+        **{k: best[k] for k in [*METRICS, "roc_auc_lo", "roc_auc_hi", "f1_lo", "f1_hi"] if k in best.index},
+    )
+    for fam, part in mine.groupby("family"):
+        row[f"auc_{fam.replace(' ', '_')}"] = part.roc_auc.max()
+    study = _best(mine[mine.family.isin([FAMILIES["cnn"], FAMILIES["vit"]])])
+    prof = _best(mine[mine.family == FAMILIES["profile"]])
+    count = _best(mine[mine.family == FAMILIES["cell_count"]])
+    if study is not None and prof is not None:
+        _compare(row, "study_vs_profile", study, prof, draws, level)
+    _compare(row, "best_vs_embeddings", best, _best(emb), draws, level)
+    _compare(row, "best_vs_cell_count", best, count, draws, level)
+    if cytokine in tests.index:
+        row.update(p=tests.loc[cytokine, "p"], n_perm=tests.loc[cytokine, "n_perm"])
+    row["beats_blind"] = bool(b is None or best.roc_auc > b.roc_auc)
+    return row
+
+
+def _reason(r, alpha: float) -> str:
+    """The reason of one row of the table (a namedtuple): its problem, or why it is (not) predictable."""
+    if isinstance(r.reason, str):
+        return r.reason
+    if r.predictable:
+        return f"q = {r.q:.2g} < {alpha}; AUC {r.roc_auc:.2f} > {r.best_blind} {r.best_blind_roc_auc:.2f}"
+    if not r.beats_blind:
+        return (
+            f"the images do no better than {r.best_blind} (AUC {r.best_blind_roc_auc:.2f} vs {r.roc_auc:.2f})"
+        )
+    return f"not significant: q = {r.q:.2g} >= {alpha}"

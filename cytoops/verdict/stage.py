@@ -1,4 +1,9 @@
-"""verdict.stage: baselines, scores, intervals, the test, the call, the claims, the files."""
+"""verdict.stage: the verdict stage, from train's results to reports/verdict/.
+
+`compute` runs the verdict's steps in order (baselines on train's folds, scores and bootstrap intervals, the
+permutation test, the call, the study's claims, the known truth), each owned by its verdict module; `save`
+writes the tables, `summary_lines` says the answer, and `run` / `command` are the stage's edges.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,9 @@ import numpy as np
 import pandas as pd
 import typer
 
-from cytoops import evaluate, train
-from cytoops import params as params_mod
-from cytoops import wrangle as wrangle_mod
+from cytoops import evaluate, train, wrangle
+from cytoops.params import STUDY_ARCHITECTURES, Params, VerdictParams
+from cytoops.params import load as load_params
 from cytoops.verdict import baselines, call, claims, metrics, permutation, truth
 from cytoops.verdict.result import Verdict
 
@@ -31,9 +36,9 @@ def _problems(result: train.Result) -> dict[str, str]:
 
 
 def compute(
-    w: wrangle_mod.Wrangled,
+    w: wrangle.Wrangled,
     result: train.Result,
-    p: params_mod.Params,
+    p: Params,
     profile: pd.DataFrame | None = None,
     data: Path | None = None,
     vit_pretrained: bool | None = None,
@@ -41,59 +46,21 @@ def compute(
     """The verdict from the wrangled plate, the training grid's results and (optionally) the profile table."""
     vp = p.verdict
     timing: dict[str, float] = {}
-    notes: list[str] = []
     t0 = time.perf_counter()
-    kept = list(wrangle_mod.kept_cytokines(w.cytokines))
+    kept = list(wrangle.kept_cytokines(w.cytokines))
     problems = _problems(result)
-    preds = result.predictions[result.predictions.cytokine.isin(kept)]
-    feats = baselines.baseline_features(w, profile)
-    if "embeddings" not in feats:
-        notes.append("No embeddings.csv on the plates: the Part 1 (embeddings) comparison is left out.")
-    folds = result.folds[result.folds.cytokine.isin(kept) & ~result.folds.cytokine.isin(list(problems))]
-    base = baselines.baseline_predictions(folds, w.labels, w.wells, feats)
-    both = pd.concat([preds, base], ignore_index=True)
+    both, notes = _predictions(w, result, profile, kept, problems)
     timing["baselines_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     scores = metrics.score_predictions(both)
     summary, draws = metrics.summarize(both, w.wells, vp.n_boot, vp.level, vp.seed, scores=scores)
     timing["intervals_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    tests, nulls = [], {}
-    images = both[call.image_predictors(both)]
-    for i, cytokine in enumerate(kept):
-        cp = images[images.cytokine == cytokine]
-        if cp.empty or cytokine in problems:
-            continue
-        observed, null, _ = permutation.conditional_test(
-            cp, w.wells, vp.n_perm, np.random.default_rng([vp.seed, i])
-        )
-        tests.append(
-            {"cytokine": cytokine, "p": permutation.permutation_p(null, observed), "n_perm": len(null)}
-        )
-        nulls[cytokine] = {"null": null, "observed": observed}
+    tests, nulls = _permutation_tests(both, w.wells, kept, problems, vp)
     timing["permutation_test_s"] = time.perf_counter() - t2
-    table = call.decide(summary, draws, pd.DataFrame(tests), kept, problems, vp.alpha, vp.level)
-    metrics.check_scores(
-        scores,
-        both,
-        pd.DataFrame(
-            [dict(zip(metrics.MODEL, str(b).split("/", 1), strict=True)) | {"cytokine": c}
-             for c, b in zip(table.cytokine, table.get("best_predictor", pd.Series(dtype=str)), strict=True)
-             if isinstance(b, str)],
-            columns=[*metrics.MODEL, "cytokine"],
-        ),
-    )  # fmt: skip
-    # the study's claims, on its own metric and test wells (F1 on the class-balanced wells)
-    study = both[both.balanced.astype(bool)]
-    study_scores = metrics.score_predictions(study)
-    is_base = study_scores.architecture == baselines.BASELINE_ARCH
-    model_means = evaluate.per_cytokine(
-        study_scores[~is_base & study_scores.architecture.isin(params_mod.STUDY_ARCHITECTURES)]
-    )
-    base_means = (
-        study_scores[is_base].groupby([*metrics.MODEL, "cytokine"], as_index=False)[metrics.METRICS].mean()
-    )
-    hyp = claims.hypotheses(model_means, base_means, p.evaluate.f1_cutoff, vp.alpha, vit_pretrained)
+    table = call.decide(summary, draws, tests, kept, problems, vp.alpha, vp.level)
+    metrics.check_scores(scores, both, _best_predictors(table))
+    hyp = _claims(both, p, vit_pretrained)
     known = truth.find_truth(data, list(w.wells.plate.astype(str).unique()))
     timing["total_s"] = time.perf_counter() - t0
     return Verdict(
@@ -110,6 +77,72 @@ def compute(
         notes=notes,
         timing={k: round(v, 2) for k, v in timing.items()},
     )
+
+
+def _predictions(
+    w: wrangle.Wrangled,
+    result: train.Result,
+    profile: pd.DataFrame | None,
+    kept: list[str],
+    problems: dict[str, str],
+) -> tuple[pd.DataFrame, list[str]]:
+    """(train's predictions of the kept cytokines and the baselines' on the same folds; notes for users)."""
+    notes = []
+    preds = result.predictions[result.predictions.cytokine.isin(kept)]
+    feats = baselines.baseline_features(w, profile)
+    if "embeddings" not in feats:
+        notes.append("No embeddings.csv on the plates: the Part 1 (embeddings) comparison is left out.")
+    folds = result.folds[result.folds.cytokine.isin(kept) & ~result.folds.cytokine.isin(list(problems))]
+    base = baselines.baseline_predictions(folds, w.labels, w.wells, feats)
+    return pd.concat([preds, base], ignore_index=True), notes
+
+
+def _permutation_tests(
+    both: pd.DataFrame,
+    wells: pd.DataFrame,
+    kept: list[str],
+    problems: dict[str, str],
+    vp: VerdictParams,
+) -> tuple[pd.DataFrame, dict]:
+    """(cytokine, p, n_perm of each testable kept cytokine; cytokine -> its null and observed statistic)."""
+    tests, nulls = [], {}
+    images = both[call.image_predictors(both)]
+    for i, cytokine in enumerate(kept):
+        cp = images[images.cytokine == cytokine]
+        if cp.empty or cytokine in problems:
+            continue
+        observed, null, _ = permutation.conditional_test(
+            cp, wells, vp.n_perm, np.random.default_rng([vp.seed, i])
+        )
+        tests.append(
+            {"cytokine": cytokine, "p": permutation.permutation_p(null, observed), "n_perm": len(null)}
+        )
+        nulls[cytokine] = {"null": null, "observed": observed}
+    return pd.DataFrame(tests), nulls
+
+
+def _best_predictors(table: pd.DataFrame) -> pd.DataFrame:
+    """architecture, augmentation, cytokine of each row of the verdict table that names a best predictor."""
+    return pd.DataFrame(
+        [dict(zip(metrics.MODEL, str(b).split("/", 1), strict=True)) | {"cytokine": c}
+         for c, b in zip(table.cytokine, table.get("best_predictor", pd.Series(dtype=str)), strict=True)
+         if isinstance(b, str)],
+        columns=[*metrics.MODEL, "cytokine"],
+    )  # fmt: skip
+
+
+def _claims(both: pd.DataFrame, p: Params, vit_pretrained: bool | None) -> pd.DataFrame:
+    """The study's claims (`claims.hypotheses`) on its own metric and wells: F1 on class-balanced wells."""
+    study = both[both.balanced.astype(bool)]
+    study_scores = metrics.score_predictions(study)
+    is_base = study_scores.architecture == baselines.BASELINE_ARCH
+    model_means = evaluate.per_cytokine(
+        study_scores[~is_base & study_scores.architecture.isin(STUDY_ARCHITECTURES)]
+    )
+    base_means = (
+        study_scores[is_base].groupby([*metrics.MODEL, "cytokine"], as_index=False)[metrics.METRICS].mean()
+    )
+    return claims.hypotheses(model_means, base_means, p.evaluate.f1_cutoff, p.verdict.alpha, vit_pretrained)
 
 
 TABLE_COLUMNS = [
@@ -200,14 +233,14 @@ def summary_lines(v: Verdict, alpha: float) -> list[str]:
 
 
 def run(
-    w: wrangle_mod.Wrangled,
+    w: wrangle.Wrangled,
     result: train.Result,
     profile_table: pd.DataFrame | None,
     vit_pretrained: bool | None,
     data: Path | None,
     reports: Path,
     metrics_path: Path | None,
-    p: params_mod.Params,
+    p: Params,
 ) -> Verdict:
     """The verdict of a trained plate, saved (tables, verdict.json) and reported (index.html)."""
     from cytoops import report
@@ -239,10 +272,10 @@ def command(
     overrides: list[str] = typer.Option([], "--set", help="Override a param: --set verdict.n_perm=999"),
 ) -> None:
     """Say which cytokines images predict: baselines on the same folds, a calibrated test, BH, the report."""
-    p = params_mod.load(params_file, overrides)
+    p = load_params(params_file, overrides)
     from cytoops import profile
 
     train.check_trained_folder(trained)  # one line, not a traceback, when nothing was trained
     table = profile.load(profile_path) if profile_path is not None and profile_path.is_file() else None
-    w, result = wrangle_mod.load(wrangled), train.load(trained)
+    w, result = wrangle.load(wrangled), train.load(trained)
     run(w, result, table, _vit_pretrained(vit_features), data, reports, metrics_path, p)
