@@ -97,7 +97,7 @@ def test_hypotheses_skip_what_was_not_run():
         ]
     )
     base = pd.DataFrame(
-        {"architecture": "baseline", "augmentation": "embeddings", "cytokine": cyt, "f1": rng.random(8)}
+        {"architecture": "embeddings", "augmentation": "none", "cytokine": cyt, "f1": rng.random(8)}
     )
     h = claims.hypotheses(means, base, 0.7, 0.05).set_index("hypothesis")
     assert h.loc["augmentation", "test"].startswith("Friedman") and 0 <= h.loc["augmentation", "p"] <= 1
@@ -257,7 +257,7 @@ def test_noise_is_never_called_and_a_planted_label_is(planted_and_noise):
     for name in ("noise-1", "noise-2", "noise-3"):
         assert not t.loc[name, "predictable"], t.loc[name].to_dict()
     # the baselines use the models' folds and test wells, and every figure has an interval around it
-    base = v.predictions[v.predictions.architecture == baselines.BASELINE_ARCH]
+    base = v.predictions[v.predictions.architecture.isin(baselines.BASELINES)]
     key = ["cytokine", "repeat", "well_index"]
     f = result.folds.set_index(key).fold
     assert (base.set_index(key).fold == f.reindex(base.set_index(key).index)).all()
@@ -371,9 +371,9 @@ def test_decide_calls_only_significant_cytokines_that_beat_the_blind_baselines()
             for a, g, x in [
                 ("profile", "none", auc),
                 ("wide_cnn", "none", auc - 0.1),
-                ("baseline", "prevalence", 0.5),
-                ("baseline", "position", pos_auc),
-                ("baseline", "cell_count", 0.6),
+                ("prevalence", "none", 0.5),
+                ("position", "none", pos_auc),
+                ("cell_count", "none", 0.6),
             ]
         ]  # fmt: skip
     tests = pd.DataFrame({"cytokine": ["good", "edge", "weak"], "p": [1e-4, 1e-4, 0.3], "n_perm": 9999})
@@ -420,6 +420,6 @@ def test_baselines_fit_on_the_training_fold_only_and_score_every_labelled_test_w
     }
     pred = baselines.baseline_predictions(folds, labels, w, feats)
     assert len(pred) == 3 * n and pred.balanced.sum() == 3 * 20
-    sc = metrics.score_predictions(pred).groupby("augmentation").roc_auc.mean()
+    sc = metrics.score_predictions(pred).groupby("architecture").roc_auc.mean()
     assert sc["same"] == pytest.approx(1.0) and sc["flipped"] == pytest.approx(0.0)
     assert sc["prevalence"] == pytest.approx(0.5)

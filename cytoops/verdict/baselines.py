@@ -23,8 +23,8 @@ from sklearn.preprocessing import StandardScaler
 
 from cytoops import tables, wrangle
 
-BASELINE_ARCH = "baseline"
-BASELINES = ("prevalence", "position", "cell_count", "embeddings")
+BASELINES = ("prevalence", "position", "cell_count", "embeddings")  # their predictions' architecture
+NO_AUGMENTATION = "none"  # a baseline reads each well once
 IMAGE_BLIND = ("prevalence", "position")  # what "predictable from images" must beat
 IMAGE_READOUTS = ("cell_count",)  # baselines that read the thumbnails: image predictors of the call
 
@@ -75,7 +75,7 @@ def baseline_predictions(
 
     `folds` (train's folds.csv: cytokine, repeat, well_index, fold, balanced) lists every labelled well of a
     cytokine; `features` maps a baseline name to a per-well table (row i = well i), `None` for prevalence.
-    Rows carry architecture "baseline" and the baseline's name as augmentation.
+    Rows carry the baseline's name as architecture and augmentation "none".
     """
     lab = labels.set_index(["cytokine", "well_index"]).label
     out = []
@@ -94,8 +94,8 @@ def baseline_predictions(
                 out.append(
                     pd.DataFrame(
                         {
-                            "architecture": BASELINE_ARCH,
-                            "augmentation": name,
+                            "architecture": name,
+                            "augmentation": NO_AUGMENTATION,
                             "cytokine": cytokine,
                             "repeat": repeat,
                             "fold": fold,

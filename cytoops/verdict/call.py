@@ -18,7 +18,7 @@ import pandas as pd
 from scipy import stats
 
 from cytoops.params import architecture_kind
-from cytoops.verdict.baselines import BASELINE_ARCH, IMAGE_BLIND, IMAGE_READOUTS
+from cytoops.verdict.baselines import BASELINES, IMAGE_BLIND, IMAGE_READOUTS
 from cytoops.verdict.metrics import METRICS
 
 FAMILIES = {
@@ -30,17 +30,16 @@ FAMILIES = {
 }
 
 
-def family(architecture: str, augmentation: str) -> str:
+def family(architecture: str) -> str:
     """The family of a predictor: a study kind, one of ours, or a baseline's name."""
-    if architecture == BASELINE_ARCH:
-        return FAMILIES.get(augmentation, augmentation)
+    if architecture in BASELINES:
+        return FAMILIES.get(architecture, architecture)
     return FAMILIES[architecture_kind(architecture)]
 
 
 def image_predictors(summary: pd.DataFrame) -> pd.Series:
     """Mask of the rows of `summary` (or predictions) that read the thumbnails."""
-    base = summary.architecture == BASELINE_ARCH
-    return ~base | summary.augmentation.isin(IMAGE_READOUTS)
+    return ~summary.architecture.isin(BASELINES) | summary.architecture.isin(IMAGE_READOUTS)
 
 
 def paired_difference(draws: dict, cytokine: str, a: tuple, b: tuple, level: float) -> tuple[float, float]:
@@ -90,8 +89,8 @@ def decide(
     """One row per kept cytokine. summary: `metrics.summarize` of every predictor; tests: cytokine, p,
     n_perm; problems: cytokine -> why it could not be cross-validated (reported, p = 1)."""
     images = summary[image_predictors(summary)]
-    blind = summary[(summary.architecture == BASELINE_ARCH) & summary.augmentation.isin(IMAGE_BLIND)]
-    emb = summary[(summary.architecture == BASELINE_ARCH) & (summary.augmentation == "embeddings")]
+    blind = summary[summary.architecture.isin(IMAGE_BLIND)]
+    emb = summary[summary.architecture == "embeddings"]
     tests = tests.set_index("cytokine") if len(tests) else pd.DataFrame(columns=["p", "n_perm"])
     rows = [
         _cytokine_row(
@@ -136,13 +135,11 @@ def _cytokine_row(
     one); problem: why it could not be cross-validated, if so.
     """
     row: dict = {"cytokine": cytokine}
-    mine = images.assign(
-        family=lambda d: [family(a, g) for a, g in zip(d.architecture, d.augmentation, strict=True)]
-    )
+    mine = images.assign(family=lambda d: [family(a) for a in d.architecture])
     best = _best(mine)
     b = _best(blind)
     if b is not None:
-        row.update(best_blind=b.augmentation, best_blind_roc_auc=b.roc_auc)
+        row.update(best_blind=b.architecture, best_blind_roc_auc=b.roc_auc)
     if problem is not None or best is None:
         row.update(reason=problem if problem is not None else "no predictor could be scored on this cytokine")
         return row

@@ -65,7 +65,7 @@ def hypotheses(
     """The study's claims as tests over cytokines (each cytokine one paired observation).
 
     model_means: per (architecture, augmentation, cytokine) mean F1 (`evaluate.per_cytokine`);
-    baseline_means: the same for the baselines (architecture "baseline").
+    baseline_means: the same for the baselines (architecture: the baseline's name).
     """
     archs = sorted(set(model_means.architecture))
     per_arch = model_means.pivot_table(index="cytokine", columns="architecture", values="f1", aggfunc="mean")
@@ -215,7 +215,7 @@ def _embeddings_rows(
     """H4's two rows: CNNs predict cytokines better, and more of them, than the Part 1 embeddings."""
 
     cnn = [a for a in archs if a in CNN_ARCHS]
-    emb = baseline_means[baseline_means.augmentation == "embeddings"].set_index("cytokine").f1
+    emb = baseline_means[baseline_means.architecture == "embeddings"].set_index("cytokine").f1
     skipped = "no CNN was run" if not cnn else "the plates carry no embeddings.csv" if emb.empty else ""
     if skipped:
         return [

@@ -135,7 +135,7 @@ def _claims(both: pd.DataFrame, p: Params, vit_pretrained: bool | None) -> pd.Da
     """The study's claims (`claims.hypotheses`) on its own metric and wells: F1 on class-balanced wells."""
     study = both[both.balanced.astype(bool)]
     study_scores = metrics.score_predictions(study)
-    is_base = study_scores.architecture == baselines.BASELINE_ARCH
+    is_base = study_scores.architecture.isin(baselines.BASELINES)
     model_means = evaluate.per_cytokine(
         study_scores[~is_base & study_scores.architecture.isin(STUDY_ARCHITECTURES)]
     )
