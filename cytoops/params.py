@@ -30,7 +30,7 @@ ARCHITECTURES: dict[str, str] = {
     "profile": "profile",
     "multitask_cnn": "multitask",
 }
-STUDY_ARCHITECTURES = ("wide_cnn", "deep_cnn", "vit_linear", "vit_240k", "vit_500k")
+STUDY_ARCHITECTURES = tuple(a for a, kind in ARCHITECTURES.items() if kind in ("cnn", "vit"))
 
 
 def architecture_kind(name: str) -> str:

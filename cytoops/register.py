@@ -30,14 +30,14 @@ import pandas as pd
 import typer
 
 from cytoops import augment, tables, tracking, train, wrangle
-from cytoops.params import Params
+from cytoops.params import ARCHITECTURES, Params
 from cytoops.params import load as load_params
 from cytoops.plate import slugify
 from cytoops.tracking import TrackingError, retry
 
 log = logging.getLogger(__name__)
 
-CNNS = ("wide_cnn", "deep_cnn")
+CNNS = tuple(a for a, kind in ARCHITECTURES.items() if kind == "cnn")  # what may be registered
 PREFIX = "cytoops-"
 ALIAS = "champion"  # the best CNN of a cytokine the verdict called predictable
 BEST_ALIAS = "best-cnn"  # the best CNN of every kept cytokine, predictable or not

@@ -204,15 +204,14 @@ def test_embeddings_are_informative_but_noisy(plate0):
 
 
 def test_command_writes_plate_and_montage(plate0, tmp_path, monkeypatch):
-    import typer
+    from cytoops import cli
 
     monkeypatch.setattr(
         demo, "make_demo_plate", lambda seed, null=False: plate0
     )  # generation is tested above
-    app = typer.Typer()
-    app.command()(demo.command)
     png = tmp_path / "montage.png"
-    result = CliRunner().invoke(app, [str(tmp_path / "data"), "--seed", "0", "--montage", str(png)])
+    args = ["demo-plate", str(tmp_path / "data"), "--seed", "0", "--montage", str(png)]
+    result = CliRunner().invoke(cli.app, args)
     assert result.exit_code == 0, result.output
     assert "demo-plate-1" in result.output and "384 wells" in result.output and "cut-off" in result.output
     assert (tmp_path / "data" / "demo-plate-1" / "cytokines.csv").exists()
