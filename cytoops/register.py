@@ -17,8 +17,10 @@ backbone (`load_vit` puts them together); `none` logs none.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.metadata
+import io
 import json
 import logging
 import math
@@ -316,22 +318,33 @@ def register(
     run = {"tracked": tracked, "data_version": data_version, "git_commit": git_commit}
     champion_of = {(r.cytokine, r.architecture, r.augmentation) for r in champions.itertuples()}
     fitter = train.Fitter(p.train)
-    for (architecture, augmentation), group in todo.groupby(["architecture", "augmentation"], sort=True):
-        key = f"{architecture}/{augmentation}"
-        if key not in tracked.nested:
-            raise TrackingError(
-                f"the track stage logged no nested run for {key}: rerun it (dvc repro -f track)"
-            )
-        with tracking.active_run(tracked.nested[key], nested=True):
-            for r in group.itertuples():
-                is_champion = (r.cytokine, architecture, augmentation) in champion_of
-                _refit_and_log(r, fitter, source, run, p, is_champion, predictable, listing)
+    with _quiet_mlflow():
+        for (architecture, augmentation), group in todo.groupby(["architecture", "augmentation"], sort=True):
+            key = f"{architecture}/{augmentation}"
+            if key not in tracked.nested:
+                raise TrackingError(
+                    f"the track stage logged no nested run for {key}: rerun it (dvc repro -f track)"
+                )
+            with tracking.active_run(tracked.nested[key], nested=True):
+                for r in group.itertuples():
+                    is_champion = (r.cytokine, architecture, augmentation) in champion_of
+                    _refit_and_log(r, fitter, source, run, p, is_champion, predictable, listing)
     _write(listing, out)
     log.info(
         f"register: {len(listing['registered'])} best CNNs registered (@{BEST_ALIAS}), "
         f"{len(listing['champions'])} of them @{ALIAS} (predictable) ({mode}) -> {out}"
     )
     return listing
+
+
+@contextlib.contextmanager
+def _quiet_mlflow():
+    """MLflow's own event lines off the screen while register logs and registers (model registered, version
+    created, artifact download bars, the note that a pyfunc is cloudpickled): register says what it did in one
+    line per cytokine, and MLflow's errors still raise. MLflow writes them to whatever sys.stderr is at the
+    time (its disable_logging() is undone by its own internals during log_model)."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
 
 
 def _listing(tracked: tracking.Tracked, mode: str, kept: list[str], champions: pd.DataFrame) -> dict:

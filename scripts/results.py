@@ -106,8 +106,8 @@ def cytokine_table(predictable: pd.DataFrame) -> tuple[list[str], list[str]]:
     return _table(order, frame.to_numpy().tolist()), missing
 
 
-def _git(*args: str) -> str:
-    out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+def _git(*args: str, cwd: Path = REPO) -> str:
+    out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
     return out.stdout.strip()
 
 
@@ -121,7 +121,8 @@ def render(metrics: Path, reports: Path, data_dvc: Path | None, settings: list[s
         )
     newest = max(p.stat().st_mtime for p in inputs)
     date = dt.datetime.fromtimestamp(newest, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
+    # the checkout the run was made in (a clone's metrics/ name the clone's commit, not this repo's)
+    commit = _git("rev-parse", "--short", "HEAD", cwd=metrics.resolve()) or "unknown"
     data_version = "untracked"
     if data_dvc is not None and data_dvc.is_file():
         import yaml
