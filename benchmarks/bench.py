@@ -867,6 +867,11 @@ def main(argv: list[str] | None = None) -> int:
     vit_layers = QUICK_VIT_LAYERS if args.quick else 12
     params_file = args.params.resolve()
     p = params_mod.load(params_file, overrides)
+    study = [a for a in p.train.architectures if a in params_mod.STUDY_ARCHITECTURES]
+    if study != list(p.train.architectures):  # profile and multitask_cnn have no counterpart in the study's loop
+        overrides.append(f"train.architectures=[{','.join(study)}]")
+        p = params_mod.load(params_file, overrides)
+        log(f"bench: the study's architectures only ({', '.join(study)}): the others have no study loop to race")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cytoops-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
