@@ -18,6 +18,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from cytoops.params import ARCHITECTURES
+
 VIT_FEATURES = 768  # ViT-B hidden size: the CLS token the heads read
 
 
@@ -36,9 +38,13 @@ class ModelParams:
 class ModelSpec:
     name: str
     study_name: str
-    kind: str  # "cnn" or "vit"
     build: Callable[[tuple[int, ...], ModelParams], keras.Model]
     head_units: tuple[int, ...] = ()  # ViT heads: hidden Dense widths, each followed by LeakyReLU(0.2)
+
+    @property
+    def kind(self) -> str:
+        """cnn, vit or multitask: from the one architecture table, params.ARCHITECTURES."""
+        return ARCHITECTURES[self.name]
 
 
 def _compile_logits(model: keras.Model, params: ModelParams) -> keras.Model:
@@ -195,16 +201,14 @@ REGISTRY_HEADS: dict[str, tuple[int, ...]] = {
 }
 
 REGISTRY: dict[str, ModelSpec] = {
-    "wide_cnn": ModelSpec("wide_cnn", "Wider CNN", "cnn", build_wide_cnn),
-    "deep_cnn": ModelSpec("deep_cnn", "Deeper CNN", "cnn", build_deep_cnn),
+    "wide_cnn": ModelSpec("wide_cnn", "Wider CNN", build_wide_cnn),
+    "deep_cnn": ModelSpec("deep_cnn", "Deeper CNN", build_deep_cnn),
     "vit_linear": ModelSpec(
-        "vit_linear", "Simple ViT", "vit", _build_vit("vit_linear"), REGISTRY_HEADS["vit_linear"]
+        "vit_linear", "Simple ViT", _build_vit("vit_linear"), REGISTRY_HEADS["vit_linear"]
     ),
-    "vit_240k": ModelSpec(
-        "vit_240k", "Fine-Tuned ViT", "vit", _build_vit("vit_240k"), REGISTRY_HEADS["vit_240k"]
-    ),
-    "vit_500k": ModelSpec("vit_500k", "ViT 500k", "vit", _build_vit("vit_500k"), REGISTRY_HEADS["vit_500k"]),
-    "multitask_cnn": ModelSpec("multitask_cnn", "(ours) multitask CNN", "multitask", build_multitask_cnn),
+    "vit_240k": ModelSpec("vit_240k", "Fine-Tuned ViT", _build_vit("vit_240k"), REGISTRY_HEADS["vit_240k"]),
+    "vit_500k": ModelSpec("vit_500k", "ViT 500k", _build_vit("vit_500k"), REGISTRY_HEADS["vit_500k"]),
+    "multitask_cnn": ModelSpec("multitask_cnn", "(ours) multitask CNN", build_multitask_cnn),
 }
 
 
