@@ -868,10 +868,10 @@ def main(argv: list[str] | None = None) -> int:
     params_file = args.params.resolve()
     p = params_mod.load(params_file, overrides)
     study = [a for a in p.train.architectures if a in params_mod.STUDY_ARCHITECTURES]
-    if study != list(p.train.architectures):  # profile and multitask_cnn have no counterpart in the study's loop
+    if study != list(p.train.architectures):  # profile, multitask_cnn: no counterpart in the study's loop
         overrides.append(f"train.architectures=[{','.join(study)}]")
         p = params_mod.load(params_file, overrides)
-        log(f"bench: the study's architectures only ({', '.join(study)}): the others have no study loop to race")
+        log(f"bench: the study's architectures only ({', '.join(study)}): no study loop races the others")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cytoops-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:

@@ -64,10 +64,11 @@ _WORKER: dict = {}  # per worker process (pool or Ray): params, Fitter, sources,
 
 
 def make_fitter(params):
-    """train.Fitter (one unit at a time), or batched.BatchedFitter under train.batched."""
-    from cytoops import batched, train
+    """fitter.Fitter (one unit at a time), or batched.BatchedFitter under train.batched."""
+    from cytoops import batched
+    from cytoops.fitter import Fitter
 
-    return batched.BatchedFitter(params) if params.batched else train.Fitter(params)
+    return batched.BatchedFitter(params) if params.batched else Fitter(params)
 
 
 def _pool_init(inputs, params, run: RunTask) -> None:

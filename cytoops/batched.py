@@ -12,9 +12,9 @@ K times (a leading unit axis) and every layer runs on all K at once as batched m
 That covers all five study architectures (`models.py`: wide_cnn, deep_cnn and the three ViT heads); any other
 layer is a ValueError naming it. Float32 only.
 
-Each unit keeps what a one-at-a-time `train.Fitter.fit` gives it: its own data and batches (every step takes
+Each unit keeps what a one-at-a-time `fitter.Fitter.fit` gives it: its own data and batches (every step takes
 each running unit's next mini-batch, at its own pace: a unit with fewer images starts its next epoch sooner),
-its seed (`np.random.default_rng(seed)` draws the initial weights with `train.initial_weights`, then each
+its seed (`np.random.default_rng(seed)` draws the initial weights with `fitter.initial_weights`, then each
 epoch's shuffle), its own Adam step count, and Keras' early-stopping rule on its own validation loss, checked
 when its own epoch ends (a stopped unit sits out every later step, its weights frozen at its best epoch, while
 the others go on; once stopped units are half the stack, the running ones move to a smaller one). So each unit
@@ -35,7 +35,7 @@ import numpy as np
 
 from cytoops.params import TrainParams
 
-BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7  # keras.optimizers.Adam's defaults, as train.Fitter uses it
+BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7  # keras.optimizers.Adam's defaults, as fitter.Fitter uses it
 
 
 @dataclass
@@ -54,7 +54,7 @@ class UnitData:
 class UnitFit:
     prob: np.ndarray  # P(responder) of each x_test row, from the unit's best weights
     history: dict[str, list[float]]
-    best_epoch: int  # 1-based, as train.Fitter.fit returns it
+    best_epoch: int  # 1-based, as fitter.Fitter.fit returns it
 
 
 def layer_plan(model) -> list[tuple]:
@@ -173,13 +173,13 @@ class _Run:
         self.epoch += 1
         if self.epoch >= p.epochs:
             self.running = False
-        if self.running:  # the next epoch's shuffle, drawn where train.Fitter draws it
+        if self.running:  # the next epoch's shuffle, drawn where fitter.Fitter draws it
             self.order, self.position, self.loss_sum, self.correct = self.rng.permutation(n), 0, 0.0, 0.0
         return improved
 
 
 def _val_loss_fn(two_logits: bool):
-    """The Keras loss train.Fitter validates with: sparse categorical from two logits, else binary."""
+    """The Keras loss fitter.Fitter validates with: sparse categorical from two logits, else binary."""
     import keras
 
     if two_logits:
@@ -216,11 +216,11 @@ class BatchedFitter:
 
     def model(self, architecture: str, input_shape: tuple[int, ...]):
         """The one-at-a-time Keras model: its layers and weight order are what the stacked step follows."""
-        from cytoops import train
+        from cytoops.fitter import Fitter
 
         key = (architecture, input_shape)
         if key not in self._models:
-            self._models[key] = train.Fitter(self.params)._build(architecture, input_shape)
+            self._models[key] = Fitter(self.params)._build(architecture, input_shape)
         return self._models[key]
 
     def _slot(self, architecture: str, input_shape: tuple[int, ...], k: int) -> dict:
@@ -289,7 +289,7 @@ class BatchedFitter:
         return slot
 
     def _probability(self, slot: dict, logits: np.ndarray) -> np.ndarray:
-        """As train.Fitter: softmax class 1 of two logits, or the sigmoid of one (float32)."""
+        """As fitter.Fitter: softmax class 1 of two logits, or the sigmoid of one (float32)."""
         if slot["two_logits"]:
             return 1.0 / (1.0 + np.exp(logits[:, 0] - logits[:, 1]))
         return 1.0 / (1.0 + np.exp(-logits[:, 0]))
@@ -356,10 +356,10 @@ class BatchedFitter:
 
     def _start(self, slot: dict, units: list[UnitData]) -> list[_Run]:
         """Each unit's fresh run; the slot's weights set to the units' seeded initial weights, Adam zeroed."""
-        from cytoops import train
+        from cytoops.fitter import initial_weights
 
         rngs = [np.random.default_rng(u.seed) for u in units]
-        fresh = [train.initial_weights(slot["model"], rng) for rng in rngs]
+        fresh = [initial_weights(slot["model"], rng) for rng in rngs]
         for i, w in enumerate(slot["weights"]):
             w.assign(np.stack([f[i] for f in fresh]))
         for state in slot["state"]:
@@ -431,7 +431,7 @@ class BatchedFitter:
 
 
 class _Recorder:
-    """Stands in for train.Fitter in a first pass of run_task: keeps each unit's arrays, trains nothing."""
+    """Stands in for fitter.Fitter in a first pass of run_task: keeps each unit's arrays, trains nothing."""
 
     def __init__(self):
         self.units: list[tuple[str, UnitData]] = []
@@ -446,7 +446,7 @@ class _Recorder:
 
 
 class _Replay:
-    """Stands in for train.Fitter in the second pass: hands back each unit's batched result, in call order."""
+    """Stands in for fitter.Fitter in the second pass: hands back each unit's batched result, in order."""
 
     def __init__(self, units: list[tuple[str, UnitData]], fits: list[UnitFit] | Exception):
         self.units, self.fits, self.calls = units, fits, 0

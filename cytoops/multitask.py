@@ -62,7 +62,7 @@ def fit_predict(
     import tensorflow as tf
 
     from cytoops import models
-    from cytoops.train import initial_weights
+    from cytoops.fitter import initial_weights
 
     n_out = y_fit.shape[1]
     model = models.build_multitask_cnn(tuple(x_fit.shape[1:]), models.ModelParams(n_outputs=n_out))

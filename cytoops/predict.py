@@ -22,7 +22,8 @@ import typer
 
 from cytoops import evaluate, tracking, wrangle
 from cytoops.plate import Plate, read_data, slugify
-from cytoops.register import champion, probability, registered_names
+from cytoops.register import champion, registered_names
+from cytoops.serving import probability
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ import pandas as pd
 import typer
 
 from cytoops import augment, tables, tracking, train, wrangle
+from cytoops.fitter import Fitter
 from cytoops.params import ARCHITECTURES, Params
 from cytoops.params import load as load_params
 from cytoops.plate import slugify
@@ -119,9 +120,9 @@ def training_set(inputs: train.Inputs, source: np.ndarray, cytokine: str, augmen
     return np.asarray(x, dtype=np.float32), y, example, len(wells)
 
 
-def refit(fitter: train.Fitter, architecture: str, x: np.ndarray, y: np.ndarray, epochs: int, seed: int):
+def refit(fitter: Fitter, architecture: str, x: np.ndarray, y: np.ndarray, epochs: int, seed: int):
     """A fresh seeded model of `architecture` trained on (x, y) for exactly `epochs` epochs by the loop that
-    cross-validated it (`train.Fitter`; no held-out data: the folds chose the epoch count). The model is the
+    cross-validated it (`fitter.Fitter`; no held-out data: the folds chose the epoch count). The model is the
     fitter's: log it before the next refit."""
     model, _, _ = fitter.fit(architecture, x, y, None, None, seed, epochs=epochs)
     return model
@@ -317,7 +318,7 @@ def register(
     source = _Sources(wrangled, views, vit_features, archs, p)
     run = {"tracked": tracked, "data_version": data_version, "git_commit": git_commit}
     champion_of = {(r.cytokine, r.architecture, r.augmentation) for r in champions.itertuples()}
-    fitter = train.Fitter(p.train)
+    fitter = Fitter(p.train)
     with _quiet_mlflow():
         for (architecture, augmentation), group in todo.groupby(["architecture", "augmentation"], sort=True):
             key = f"{architecture}/{augmentation}"
@@ -539,13 +540,6 @@ def load_vit(model_uri: str):
     )
     inputs = keras.Input(shape=(size, size, 3))
     return keras.Model(inputs, head(backbone(inputs)), name=f"{head.name}_with_backbone")
-
-
-def probability(logits: np.ndarray) -> np.ndarray:
-    """P(responder) from a champion's two logits."""
-    logits = np.asarray(logits, dtype=np.float64)
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e[:, 1] / e.sum(axis=1)
 
 
 def registered_names(client) -> list[str]:

@@ -24,10 +24,16 @@ import pandas as pd
 
 from cytoops import wrangle
 from cytoops.plate import _resize as resize
-from cytoops.register import probability
 
 KERAS_ARTIFACT = "keras_model"
 OUTPUT_COLUMN = "p_responder"
+
+
+def probability(logits: np.ndarray) -> np.ndarray:
+    """P(responder) from a champion's two logits."""
+    logits = np.asarray(logits, dtype=np.float64)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e[:, 1] / e.sum(axis=1)
 
 
 @dataclass(frozen=True)

@@ -172,7 +172,7 @@ def track_and_register(paths: dict[str, Path], *extra: str) -> dict:
     assert result.exit_code == 0, result.output
     # register's own line per cytokine, not MLflow's event lines and progress bars
     assert "register: " in result.output
-    for chatter in ("Successfully registered model", "Created version", "Downloading artifacts", "cloudpickle"):
+    for chatter in ("Successfully registered", "Created version", "Downloading artifacts", "CloudPickle"):
         assert chatter not in result.output, result.output
     return json.loads((w / "register" / "registered.json").read_text())
 
