@@ -159,6 +159,7 @@ def phase_features(workdir: Path) -> None:
 def phase_cytoops(workdir: Path) -> None:
     """cytoops' `train` stage (`cross_validate` on the whole grid), then the seed-noise yardstick."""
     from cytoops import tables, train
+    from cytoops.fitter import Fitter
 
     config, p = load_config(workdir)
     views_path = workdir / "augment" / "views.npz"
@@ -183,7 +184,7 @@ def phase_cytoops(workdir: Path) -> None:
     for key, g in pred.groupby(tables.UNIT, sort=False):
         f1_main[tuple(key)] = f1_of(g.label.to_numpy(), g.prob.to_numpy())
     tasks = {(t.architecture, t.cytokine, t.repeat): t for t in train.plan(inputs, p.train)[0]}
-    fitter, sources = train.Fitter(p.train), {}
+    fitter, sources = Fitter(p.train), {}
     other_base = p.train.seed + YARDSTICK_SEED_OFFSET
     subset = []
     for u in config["subset"]:
@@ -251,12 +252,12 @@ def study_fit(arch: str, seed: int, x, y, x_val, y_val, x_test, p, vit_layers: i
         vit_layers=vit_layers,
         dtype_policy=tp.precision,
     )
-    from cytoops import train
+    from cytoops.fitter import initial_weights
 
     if models_kind(arch) == "cnn":
         keras.utils.set_random_seed(seed)  # Keras' fit shuffles from it
         model = models.REGISTRY[arch].build(tuple(x.shape[1:]), mp)  # compiled: Adam, 2 logits, sparse CE
-        model.set_weights(train.initial_weights(model, np.random.default_rng(seed)))  # cytoops' weights
+        model.set_weights(initial_weights(model, np.random.default_rng(seed)))  # cytoops' weights
         y, y_val = y.astype(np.int32), y_val.astype(np.int32)
     else:
         # The study's Sequential(vit_b32(...), Dense..., Dense(1, sigmoid)), backbone frozen. The backbone is
@@ -265,7 +266,7 @@ def study_fit(arch: str, seed: int, x, y, x_val, y_val, x_test, p, vit_layers: i
         backbone, _ = models.build_backbone(mp, image_size=x.shape[1])
         keras.utils.set_random_seed(seed)
         head = models.build_head(arch, models.VIT_FEATURES, mp)
-        head.set_weights(train.initial_weights(head, np.random.default_rng(seed)))  # cytoops' initial weights
+        head.set_weights(initial_weights(head, np.random.default_rng(seed)))  # cytoops' initial weights
         model = keras.Sequential([keras.Input(shape=tuple(x.shape[1:])), backbone, head], name=arch)
         model.compile(
             optimizer=keras.optimizers.Adam(tp.learning_rate),
@@ -386,7 +387,7 @@ def matmul_gflops(n: int = 1024, seconds: float = 2.0) -> float:
 
 
 def phase_trainers(workdir: Path) -> None:
-    """One task per architecture (its folds x augmentations): train.Fitter one unit after another, then
+    """One task per architecture (its folds x augmentations): fitter.Fitter one unit after another, then
     batched.BatchedFitter all of them at once, on the same units, each after a 1-epoch warm-up (tracing).
     One TensorFlow thread, as a grid worker has; the fp32 matmul limit is measured the same way."""
     import dataclasses
@@ -396,6 +397,7 @@ def phase_trainers(workdir: Path) -> None:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     from cytoops import batched, train
+    from cytoops.fitter import Fitter
 
     config, p = load_config(workdir)
     vit_path = workdir / "features" / "vit.npz"
@@ -417,7 +419,7 @@ def phase_trainers(workdir: Path) -> None:
             units = [u for _, u in recorder.units]
             if not units:
                 continue
-            fitter, together = train.Fitter(warm), batched.BatchedFitter(warm)
+            fitter, together = Fitter(warm), batched.BatchedFitter(warm)
             shape = tuple(units[0].x.shape[1:])
             forward = forward_flops(together.model(arch, shape))
             fitter.fit(arch, units[0].x, units[0].y, units[0].x_val, units[0].y_val, units[0].seed)
@@ -469,7 +471,7 @@ def summarize_trainers(tr: dict) -> dict:
         for a in cnn
     }
     return {
-        "what": "one task per architecture (its folds x augmentations), one TensorFlow thread: train.Fitter "
+        "what": "one task per architecture (its folds x augmentations), one TensorFlow thread: fitter.Fitter "
         "one unit after another vs batched.BatchedFitter all at once; useful FLOPs (3x forward per training "
         "image-epoch, 1x per validation image-epoch and test image) per second, against tf.matmul fp32 "
         "(1024^2) on the same thread in the same process",
