@@ -23,7 +23,6 @@ import typer
 from cytoops import evaluate, tracking, wrangle
 from cytoops.plate import Plate, read_data, slugify
 from cytoops.register import champion, registered_names
-from cytoops.serving import probability
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +134,8 @@ def load_scorer(ch: Champion):
     registered before the pyfunc existed (its two logits). A TrackingError (one line) when the registry's
     copy cannot be loaded."""
     import mlflow
+
+    from cytoops.serving import probability  # here: importing serving defines its MLflow model class
 
     uri = f"models:/{ch.registered_model}@{ch.alias}"
     try:
