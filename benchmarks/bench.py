@@ -16,7 +16,7 @@ Two sides, each in its own Python process (so each one's peak memory is its own)
   its mean time per fit is extrapolated to the full grid.
 
 Both sides use the same folds (`train.plan`), validation splits (`train.split_validation`), training views
-(`augment.training_views`) and per-unit seeds (`train.Unit.seed`), so each subset unit's test-fold F1 is
+(`augment.training_views`) and per-unit seeds (`cvresult.Unit.seed`), so each subset unit's test-fold F1 is
 paired between them. The yardstick of seed noise: the same subset units refitted by cytoops' Fitter with
 another base seed (same folds and validation splits, other weights and shuffling).
 
@@ -83,10 +83,10 @@ def load_config(workdir: Path):
 
 def plan_inputs(workdir: Path, p):
     """Inputs without ViT features (enough for `train.plan` and the images), from wrangle/augment outputs."""
-    from cytoops import augment, train, wrangle
+    from cytoops import augment, dataset, wrangle
 
     w = wrangle.load(workdir / "wrangle")
-    return train.Inputs(
+    return dataset.Inputs(
         wells=w.wells,
         labels=w.labels,
         kept=tuple(w.cytokines.cytokine[w.cytokines.kept.astype(bool)]),
@@ -158,7 +158,7 @@ def phase_features(workdir: Path) -> None:
 
 def phase_cytoops(workdir: Path) -> None:
     """cytoops' `train` stage (`cross_validate` on the whole grid), then the seed-noise yardstick."""
-    from cytoops import tables, train
+    from cytoops import cvresult, dataset, tables, train
     from cytoops.fitter import Fitter
 
     config, p = load_config(workdir)
@@ -166,7 +166,7 @@ def phase_cytoops(workdir: Path) -> None:
     vit_path = workdir / "features" / "vit.npz"
     vit_path = vit_path if vit_path.is_file() else None
     t0 = time.perf_counter()
-    inputs = train.load_inputs(workdir / "wrangle", views_path, vit_path, p)
+    inputs = dataset.load_inputs(workdir / "wrangle", views_path, vit_path, p)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     result = train.cross_validate(inputs, p.train, progress=False)
@@ -194,15 +194,15 @@ def phase_cytoops(workdir: Path) -> None:
         kind = models_kind(arch)
         if kind not in sources:
             sources[kind] = (
-                train.cnn_view_bank(inputs, p.train.cnn_channels)
+                dataset.cnn_view_bank(inputs, p.train.cnn_channels)
                 if kind == "cnn"
-                else train.model_input(inputs, arch)
+                else dataset.model_input(inputs, arch)
             )
         try:
             x, y, x_val, y_val, x_test, y_test = unit_data(
                 tasks[(arch, cytokine, repeat)], fold, aug, sources[kind], inputs.bank.views, p.train
             )
-            seed = train.Unit(*key).seed(other_base)
+            seed = cvresult.Unit(*key).seed(other_base)
             model, _, _ = fitter.fit(arch, x, y, x_val, y_val, seed)
             row["f1_other_seed"] = f1_of(y_test, fitter.probability(model, x_test))
         except Exception as err:  # noqa: BLE001 - a unit the trainer cannot fit either (e.g. tiny folds)
@@ -301,7 +301,7 @@ def warm_up() -> None:
 
 
 def phase_study(workdir: Path) -> None:
-    from cytoops import features, train
+    from cytoops import cvresult, dataset, features, train
 
     config, p = load_config(workdir)
     inputs = plan_inputs(workdir, p)
@@ -314,7 +314,7 @@ def phase_study(workdir: Path) -> None:
         kind = models_kind(arch)
         if kind not in sources:
             if kind == "cnn":
-                sources[kind] = train.cnn_view_bank(inputs, p.train.cnn_channels)
+                sources[kind] = dataset.cnn_view_bank(inputs, p.train.cnn_channels)
             else:  # the images as the ViT reads them (channels last, [-1, 1]), as the features stage does
                 bank = inputs.bank.images
                 sources[kind] = np.stack([features.to_vit_input(bank[v]) for v in range(bank.shape[0])])
@@ -323,7 +323,7 @@ def phase_study(workdir: Path) -> None:
             x, y, x_val, y_val, x_test, y_test = unit_data(
                 tasks[(arch, cytokine, repeat)], fold, aug, sources[kind], inputs.bank.views, p.train
             )
-            seed = train.Unit(arch, aug, cytokine, repeat, fold).seed(p.train.seed)
+            seed = cvresult.Unit(arch, aug, cytokine, repeat, fold).seed(p.train.seed)
             t0 = time.perf_counter()
             prob, epochs = study_fit(arch, seed, x, y, x_val, y_val, x_test, p, config["vit_layers"])
             seconds = time.perf_counter() - t0
@@ -396,12 +396,12 @@ def phase_trainers(workdir: Path) -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from cytoops import batched, train
+    from cytoops import batched, dataset, train
     from cytoops.fitter import Fitter
 
     config, p = load_config(workdir)
     vit_path = workdir / "features" / "vit.npz"
-    inputs = train.load_inputs(
+    inputs = dataset.load_inputs(
         workdir / "wrangle", workdir / "augment" / "views.npz", vit_path if vit_path.is_file() else None, p
     )
     tasks = train.plan(inputs, p.train)[0]

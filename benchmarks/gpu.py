@@ -99,12 +99,12 @@ def phase_grid(workdir: Path, name: str, overrides: list[str], cytokines: list[s
     <name>.json and <name>_predictions.csv."""
     import dataclasses
 
+    from cytoops import dataset, train
     from cytoops import params as params_mod
-    from cytoops import train
 
     p = params_mod.load(REPO / "params.yaml", overrides)
     vit = workdir / "features" / "vit.npz"
-    inputs = train.load_inputs(workdir / "wrangle", workdir / "augment" / "views.npz", vit, p)
+    inputs = dataset.load_inputs(workdir / "wrangle", workdir / "augment" / "views.npz", vit, p)
     if cytokines:
         inputs = dataclasses.replace(inputs, kept=tuple(c for c in inputs.kept if c in cytokines))
     t0 = time.perf_counter()

@@ -6,13 +6,17 @@ The package, top-down (each module's opening docstring says what it owns):
   `pipeline` (`cytoops run`: every stage in one process).
 - the stages, in pipeline order (dvc.yaml): `plate` (read and validate raw plates), `wrangle` (targets,
   normalized thumbnails), `augment` (flip views), `features` (frozen ViT-B/32 features), `profile`
-  (morphological profile per well), `train` (cross-validation of every model on the plate's folds; its
-  engines: `backends`, `fitter` (the one training loop), `batched`, `multitask`), `evaluate` (the study's
-  scores and figures), `verdict` (which cytokines images predict: baselines, calibrated test, call;
-  `report` draws it), `tracking` (MLflow runs), `register` (champions in the model registry; `serving`
-  answers for them), `predict` (new plates scored by the champions).
+  (morphological profile per well), `train` (cross-validation of every model on the plate's folds: the
+  science rules and the dispatch; its engines: `backends` (local processes or Ray), `fitter` (the one
+  training loop), `multitask`; `taskcache` keeps finished tasks for a rerun), `evaluate` (the study's scores
+  and figures), `verdict` (which cytokines images predict: baselines, calibrated test, call; `report` draws
+  it), `tracking` (MLflow runs), `register` (champions in the model registry; `serving` answers for them),
+  `predict` (new plates scored by the champions).
+- hand-offs between stages: `dataset` (what the models read: wells, labels, views, features, profile),
+  `cvresult` (what cross-validation produced, read by every later stage without importing the trainer),
+  `tables` (the hand-off tables' columns and types).
 - shared pieces: `params` (params.yaml and the table of architectures), `models` (the architectures,
-  built by name), `tables` (the hand-off tables' columns and types), `demo` (the simulated demo plate).
+  built by name), `demo` (the simulated demo plate).
 """
 
 __version__ = "0.1.0"

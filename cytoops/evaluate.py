@@ -16,7 +16,7 @@ import pandas as pd
 import typer
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from cytoops import tables, train, wrangle
+from cytoops import cvresult, tables, wrangle
 from cytoops.params import STUDY_ARCHITECTURES, EvaluateParams
 from cytoops.params import load as load_params
 
@@ -201,7 +201,7 @@ def summary_lines(head: dict, models: pd.DataFrame, f1_cutoff: float) -> list[st
 
 
 def run(
-    result: train.Result, cytokines: pd.DataFrame, reports: Path, metrics: Path, p: EvaluateParams
+    result: cvresult.Result, cytokines: pd.DataFrame, reports: Path, metrics: Path, p: EvaluateParams
 ) -> dict:
     scores = score(result.predictions, result.fits)
     reports.mkdir(parents=True, exist_ok=True)
@@ -241,7 +241,7 @@ def command(
     """Score every fold (F1, precision, recall, ROC AUC), summarize per model, draw the study's figures."""
     p = load_params(params_file, overrides).evaluate
     cytokine_table = tables.read(cytokines, empty_is_missing=False)
-    run(train.load(trained), cytokine_table, reports, metrics, p)
+    run(cvresult.load(trained), cytokine_table, reports, metrics, p)
 
 
 def summary_command(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from cytoops import augment, evaluate, features, profile, train, wrangle
+from cytoops import augment, cvresult, dataset, evaluate, features, profile, train, wrangle
 from cytoops.params import Params, architecture_kind
 from cytoops.params import load as load_params
 from cytoops.verdict import stage as verdict_stage
@@ -52,10 +52,10 @@ def run_rest(w: wrangle.Wrangled, data: Path, out: Path, p: Params) -> dict:
         table = profile.profile_wells(w.images, w.wells, w.channels)
         profile.save(table, profile_path)
         log.info(f"profile: {len(w.wells)} wells measured -> {profile_path}")
-    inputs = train.make_inputs(w, bank, vit, table, p)
+    inputs = dataset.make_inputs(w, bank, vit, table, p)
     result = train.cross_validate(inputs, p.train, cache=out / "cache" / "train")
-    train.save(result, out / "train")
-    train.check_trained(result.fits, result.failures, out / "train" / "failures.csv")
+    cvresult.save(result, out / "train")
+    cvresult.check_trained(result.fits, result.failures, out / "train" / "failures.csv")
     summary = evaluate.run(result, w.cytokines, out / "reports", out / "metrics" / "summary.json", p.evaluate)
     vit_pretrained = vit.pretrained if vit is not None else None
     reports, verdict_json = out / "reports", out / "metrics" / "verdict.json"

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import typer
 
-from cytoops import augment, tables, tracking, train, wrangle
+from cytoops import augment, cvresult, dataset, tables, tracking, wrangle
 from cytoops.fitter import Fitter
 from cytoops.params import ARCHITECTURES, Params
 from cytoops.params import load as load_params
@@ -109,7 +109,7 @@ def epochs_for(fits: pd.DataFrame, architecture: str, augmentation: str, cytokin
     return max(1, math.ceil(float(best.median()))) if len(best) else default
 
 
-def training_set(inputs: train.Inputs, source: np.ndarray, cytokine: str, augmentation: str):
+def training_set(inputs: dataset.Inputs, source: np.ndarray, cytokine: str, augmentation: str):
     """All balanced wells of a cytokine under its augmentation's views: (x, y, example, n_wells)."""
     rows = inputs.labels[(inputs.labels.cytokine == cytokine) & inputs.labels.balanced]
     wells = rows.well_index.to_numpy().astype(int)
@@ -130,7 +130,7 @@ def refit(fitter: Fitter, architecture: str, x: np.ndarray, y: np.ndarray, epoch
 
 def refit_seed(architecture: str, augmentation: str, cytokine: str, base: int) -> int:
     """The refit's own seed, from its name (repeat -1 and fold -1: never a cross-validation unit's)."""
-    return train.Unit(architecture, augmentation, cytokine, -1, -1).seed(base)
+    return cvresult.Unit(architecture, augmentation, cytokine, -1, -1).seed(base)
 
 
 # ---- edge: logging and registering ------------------------------------------------------------
@@ -266,7 +266,7 @@ def register_version(info, cytokine: str, tags: dict, promote: str, predictable:
     }
 
 
-def _vit_meta(inputs: train.Inputs, p: Params) -> dict:
+def _vit_meta(inputs: dataset.Inputs, p: Params) -> dict:
     from cytoops import models
 
     weights = inputs.vit.weights if inputs.vit is not None else "random"
@@ -299,7 +299,7 @@ def register(
     reports/predictable.csv: only its predictable cytokines get the alias `champion`."""
     predictable = read_verdict(verdict)
     means = tables.read(scores)
-    result = train.load(trained)
+    result = cvresult.load(trained)
     kept = list(wrangle.kept_cytokines(tables.read(Path(wrangled) / "cytokines.csv", empty_is_missing=False)))
     mode = p.tracking.log_models
     champions = choose_champions(means, result.fits, kept, p.train.epochs)
@@ -385,7 +385,7 @@ class _Sources:
 
         kinds = {models.get(a).kind for a in archs}
         p_inputs = dataclasses.replace(p, train=dataclasses.replace(p.train, architectures=archs))
-        self.inputs = train.load_inputs(wrangled, views, vit_features if "vit" in kinds else None, p_inputs)
+        self.inputs = dataset.load_inputs(wrangled, views, vit_features if "vit" in kinds else None, p_inputs)
         self.scaling = wrangle.load_scaling(wrangled) if "cnn" in kinds else None
         self.channels = list(p.train.cnn_channels)
         self.image_size = int(self.inputs.bank.images.shape[-1])
@@ -398,7 +398,7 @@ class _Sources:
 
         if models.get(architecture).kind == "cnn":
             if self._cnn_bank is None:
-                self._cnn_bank = train.cnn_view_bank(self.inputs, tuple(self.channels))
+                self._cnn_bank = dataset.cnn_view_bank(self.inputs, tuple(self.channels))
             return self._cnn_bank
         vit = self.inputs.vit
         if vit is None or vit.views != self.inputs.bank.views:

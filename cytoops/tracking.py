@@ -582,10 +582,10 @@ def log_results(tracked: Tracked, trained: Path, reports: Path, summary_file: Pa
     import mlflow
     from mlflow.entities import Metric
 
-    from cytoops import train
+    from cytoops import cvresult
 
     client = mlflow.MlflowClient()
-    result = train.load(trained)
+    result = cvresult.load(trained)
     means = tables.read(reports / "f1_per_cytokine.csv")
     summary = json.loads(Path(summary_file).read_text())
     now = int(time.time() * 1000)

@@ -17,14 +17,12 @@ unit (no rebuilding or retracing); ViT heads train on the cached backbone featur
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import logging
 import os
 import sys
 import time
-import zlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,51 +32,15 @@ import typer
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
-from cytoops import augment, backends, features, tables, wrangle
+from cytoops import augment, backends, tables
+from cytoops.cvresult import Result, Unit, check_trained, save
+from cytoops.dataset import Inputs, cnn_view_bank, load_inputs, model_input, wide_labels
 from cytoops.fitter import Fitter
-from cytoops.params import Params, TrainParams, architecture_kind
+from cytoops.params import TrainParams, architecture_kind
 from cytoops.params import load as load_params
+from cytoops.taskcache import TaskCache
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Unit:
-    architecture: str
-    augmentation: str
-    cytokine: str
-    repeat: int  # repeated cross-validation: repeat r uses fold seed `train.seed + r`
-    fold: int
-
-    def seed(self, base: int) -> int:
-        """A seed of its own, from the base seed and the unit's name only."""
-        key = f"{self.architecture}/{self.augmentation}/{self.cytokine}/{self.repeat}/{self.fold}".encode()
-        return int(np.random.SeedSequence([base, zlib.crc32(key)]).generate_state(1)[0] % (2**31 - 1))
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """Everything the trainer reads: the wrangled wells and labels, the view bank, the ViT features."""
-
-    wells: pd.DataFrame
-    labels: pd.DataFrame  # long, as written by wrangle
-    kept: tuple[str, ...]  # cytokines kept by wrangle
-    bank: augment.ViewBank
-    channels: tuple[str, ...]
-    vit: features.Features | None
-    strategies: tuple[str, ...]  # augmentation strategies to train under
-    profile: pd.DataFrame | None = None  # per-well morphological profile (`profile` stage), row i = well i
-
-
-@dataclass(frozen=True)
-class Result:
-    predictions: (
-        pd.DataFrame
-    )  # out-of-fold: one row per (architecture, augmentation, cytokine, fold, test well)
-    curves: pd.DataFrame  # one row per epoch of every fit
-    fits: pd.DataFrame  # one row per fit: sizes, best epoch, seconds
-    failures: pd.DataFrame  # one row per failed unit, with the error
-    folds: pd.DataFrame  # cytokine, repeat, well_index, fold, balanced: what every model and baseline shares
 
 
 def plate_folds(responders: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
@@ -112,40 +74,49 @@ def plate_folds(responders: np.ndarray, groups: np.ndarray, n_folds: int, seed: 
     return fold_of_group[group_of]
 
 
+def _n_val_splits(groups: np.ndarray, fraction: float) -> int:
+    return max(2, min(round(1 / fraction), len(np.unique(groups))))
+
+
+def too_rare_to_stratify(labels: np.ndarray, groups: np.ndarray, fraction: float) -> bool:
+    """Whether a class has fewer wells than the validation split has parts, so that no split can hold it in
+    every part (e.g. a training fold with a single responder well): stratified as far as it goes."""
+    counts = np.unique(labels, return_counts=True)[1]
+    return bool(counts.min() < _n_val_splits(groups, fraction))
+
+
 def split_validation(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of the validation wells carved from a training fold (grouped, stratified)."""
-    n_splits = max(2, min(round(1 / fraction), len(np.unique(groups))))
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    _, val = next(splitter.split(np.zeros(len(labels)), labels, groups))
+    """Boolean mask of the validation wells carved from a training fold (grouped, stratified).
+
+    A class too rare to stratify (`too_rare_to_stratify`) is expected on small plates: scikit-learn's warning
+    about it is not shown; `cross_validate` says once in the log how many training folds it concerns.
+    """
+    splitter = StratifiedGroupKFold(n_splits=_n_val_splits(groups, fraction), shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        if too_rare_to_stratify(labels, groups, fraction):
+            warnings.filterwarnings("ignore", message="The least populated class in y", category=UserWarning)
+        _, val = next(splitter.split(np.zeros(len(labels)), labels, groups))
     mask = np.zeros(len(labels), dtype=bool)
     mask[val] = True
     return mask
 
 
-def model_input(inputs: Inputs, architecture: str) -> np.ndarray:
-    """The (n_views, n_wells, ...) array an architecture reads: channels-last images or ViT features."""
-    from cytoops import models
-
-    if models.get(architecture).kind == "vit":
-        if inputs.vit is None:
-            raise ValueError(f"{architecture} needs ViT features: run the features stage first")
-        if inputs.vit.views != inputs.bank.views:
-            raise ValueError(
-                "the ViT features were computed on other views than the view bank: rerun features"
-            )
-        return inputs.vit.values
-    return inputs.bank.images
-
-
-def cnn_view_bank(inputs: Inputs, channels: tuple[str, ...]) -> np.ndarray:
-    missing = [c for c in channels if c not in inputs.channels]
-    if missing:
-        raise ValueError(
-            f"train.cnn_channels names {missing}, not among the plate's channels {list(inputs.channels)}"
+def _say_rare_classes(tasks: list, params: TrainParams) -> None:
+    """One log line: how many of the study architectures' training folds hold a class too rare to stratify."""
+    study = [t for t in tasks if architecture_kind(t.architecture) in ("cnn", "vit")]
+    studied = {(t.cytokine, t.repeat): t for t in study}  # one per cytokine: the architectures share folds
+    rare = total = 0
+    for task in studied.values():
+        for fold in range(params.folds):
+            train = (task.folds != fold) & task.balanced
+            if train.any() and len(np.unique(task.labels[train])) == 2:
+                total += 1
+                rare += too_rare_to_stratify(task.labels[train], task.groups[train], params.val_fraction)
+    if rare:
+        log.info(
+            f"train: {rare} of {total} training folds hold a class with fewer wells than their validation "
+            "split has parts: their early-stopping split is stratified as far as it goes"
         )
-    picks = [inputs.channels.index(c) for c in channels]
-    # (V, N, C, S, S) -> (V, N, S, S, C), float32 for Keras
-    return np.moveaxis(inputs.bank.images[:, :, picks], 2, -1).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -181,14 +152,6 @@ def fold_problem(labels: np.ndarray, balanced: np.ndarray, folds: np.ndarray, n_
                     "its responders fall in too few treatment groups to spread over the folds"
                 )
     return None
-
-
-def wide_labels(inputs: Inputs, values: str = "label") -> pd.DataFrame:
-    """(n_wells, kept cytokines) of a labels column (label or balanced); NaN where a well has no label."""
-    lab = inputs.labels[inputs.labels.cytokine.isin(inputs.kept)]
-    return lab.pivot(index="well_index", columns="cytokine", values=values).reindex(
-        index=range(len(inputs.wells)), columns=list(inputs.kept)
-    )
 
 
 def plan(inputs: Inputs, params: TrainParams) -> tuple[list[Task], pd.DataFrame, list[dict]]:
@@ -477,89 +440,6 @@ def n_workers(params: TrainParams) -> int:
     )
 
 
-class TaskCache:
-    """Finished tasks on disk, so an interrupted train stage resumes where it stopped.
-
-    A task's key hashes everything its result depends on: the inputs' content, the task, and the train and
-    augmentation params. A changed plate or param is a new key, never a stale hit.
-
-    Each task is one JSON file (frames as columns with their dtypes): a cache folder copied from someone
-    else is data, never code (no pickle). A file that does not parse as a task's result is a miss: the task
-    trains again and the file is replaced.
-    """
-
-    def __init__(self, folder: Path | None, inputs: Inputs, params: TrainParams):
-        self.folder = folder
-        if folder is None:
-            return
-        folder.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        for array in (inputs.bank.images, None if inputs.vit is None else inputs.vit.values):
-            digest.update(b"none" if array is None else np.ascontiguousarray(array).tobytes())
-        digest.update(inputs.labels.to_csv(index=False).encode())
-        digest.update(inputs.wells.group.to_csv(index=False).encode())
-        if inputs.profile is not None:
-            digest.update(inputs.profile.to_csv(index=False).encode())
-        digest.update(repr((inputs.channels, inputs.strategies, inputs.bank.views, params)).encode())
-        self._base = digest.hexdigest()
-
-    def _path(self, task: Task) -> Path:
-        key = hashlib.sha256(
-            f"{self._base}/{task.architecture}/{task.cytokine}/{task.repeat}".encode()
-        ).hexdigest()
-        return self.folder / f"{key[:32]}.json"
-
-    @staticmethod
-    def _encode(part: dict[str, list]) -> str:
-        def frame(df: pd.DataFrame) -> dict:
-            columns = [str(c) for c in df.columns]
-            return {
-                "columns": columns,
-                "dtypes": [str(t) for t in df.dtypes],
-                "values": [df[c].tolist() for c in df.columns],
-            }
-
-        encoded = {key: [frame(df) for df in part[key]] for key in ("predictions", "curves")}
-        encoded.update({key: list(part[key]) for key in ("fits", "failures")})
-        return json.dumps(encoded, default=lambda v: v.item() if isinstance(v, np.generic) else str(v))
-
-    @staticmethod
-    def _decode(text: str) -> dict[str, list]:
-        raw = json.loads(text)
-
-        def frame(item: dict) -> pd.DataFrame:
-            columns, dtypes, values = item["columns"], item["dtypes"], item["values"]
-            if not (len(columns) == len(dtypes) == len(values)):
-                raise ValueError("columns, dtypes and values differ in length")
-            df = pd.DataFrame(dict(zip(columns, values, strict=True)), columns=columns)
-            return df.astype(dict(zip(columns, dtypes, strict=True)))
-
-        part = {key: [frame(item) for item in raw[key]] for key in ("predictions", "curves")}
-        for key in ("fits", "failures"):
-            if not all(isinstance(row, dict) for row in raw[key]):
-                raise ValueError(f"{key} rows are not mappings")
-            part[key] = list(raw[key])
-        return part
-
-    def get(self, task: Task) -> dict[str, list] | None:
-        if self.folder is None or not self._path(task).is_file():
-            return None
-        try:
-            return self._decode(self._path(task).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
-            log.warning(
-                f"train: cache file {self._path(task)} is not a task result ({err}): training it again",
-            )
-            return None
-
-    def put(self, task: Task, part: dict[str, list]) -> None:
-        if self.folder is None:
-            return
-        tmp = self._path(task).with_suffix(".tmp")
-        tmp.write_text(self._encode(part), encoding="utf-8")
-        tmp.replace(self._path(task))  # atomic: a killed run never leaves half a file under the real name
-
-
 # relative time of one fit per well, by architecture (benchmarks/results.json: ~0.9 s wide, ~2 s deep, ~0.1 s
 # a ViT head per fit on the demo plate); a task's cost also grows with its wells
 FIT_COST = {"deep_cnn": 2.0, "wide_cnn": 1.0}
@@ -592,6 +472,7 @@ def cross_validate(
     tasks are kept on disk and a rerun after an interruption only trains what is missing.
     """
     tasks, folds, failures = plan(inputs, params)
+    _say_rare_classes(tasks, params)
     store = TaskCache(cache, inputs, params)
     parts: list[dict[str, list]] = []
 
@@ -689,84 +570,7 @@ def check_trainable(
         )
 
 
-def check_trained(fits: pd.DataFrame, failures: pd.DataFrame, failures_file: Path) -> None:
-    """ValueError quoting the failures file when not one unit was fitted."""
-    if len(fits):
-        return
-    first = f"; the first: {' '.join(str(failures.error.iloc[0]).split())[:200]}" if len(failures) else ""
-    raise ValueError(
-        f"no unit was trained: all {len(failures)} failed (see {failures_file}{first}); fix: the cause "
-        f"given there (a param such as train.batch_size or train.learning_rate, or too few wells)"
-    )
-
-
-def check_trained_folder(trained: Path) -> None:
-    """check_trained on a folder written by `cytoops train` (fits.csv, failures.csv)."""
-    trained = Path(trained)
-    missing = [name for name in ("fits.csv", "failures.csv") if not (trained / name).is_file()]
-    if missing:
-        raise ValueError(f"{trained}: no {', '.join(missing)}; fix: run `cytoops train` (or dvc repro) first")
-    failures = trained / "failures.csv"
-    check_trained(tables.read(trained / "fits.csv"), tables.read(failures), failures)
-
-
 # ---- stage I/O -------------------------------------------------------------------------------------------
-
-
-def load_inputs(
-    wrangled: Path,
-    views: Path,
-    vit_features: Path | None,
-    params: Params,
-    profile_table: Path | None = None,
-) -> Inputs:
-    """make_inputs on the files the earlier stages wrote (the DVC stage; `cytoops run` passes the values)."""
-    from cytoops import profile
-
-    kinds = {architecture_kind(a) for a in params.train.architectures}
-    vit = features.load(vit_features) if "vit" in kinds and vit_features is not None else None
-    table = profile.load(profile_table) if "profile" in kinds and profile_table is not None else None
-    return make_inputs(wrangle.load(wrangled), augment.load(views), vit, table, params)
-
-
-def make_inputs(
-    w: wrangle.Wrangled,
-    bank: augment.ViewBank,
-    vit: features.Features | None,
-    profile_table: pd.DataFrame | None,
-    params: Params,
-) -> Inputs:
-    """What cross-validation reads, from the wrangled plate, its views, ViT features and profile (the last
-    two only where train.architectures has a model that reads them)."""
-    kinds = {architecture_kind(a) for a in params.train.architectures}
-    if "vit" in kinds and vit is None:
-        raise ValueError("ViT architectures are in train.architectures but no --features file was given")
-    if "profile" in kinds and profile_table is None:
-        raise ValueError("profile is in train.architectures but no --profile file was given")
-    return Inputs(
-        wells=w.wells,
-        labels=w.labels,
-        kept=wrangle.kept_cytokines(w.cytokines),
-        bank=bank,
-        channels=w.channels,
-        vit=vit if "vit" in kinds else None,
-        strategies=params.augment.strategies,
-        profile=profile_table if "profile" in kinds else None,
-    )
-
-
-def save(result: Result, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    result.predictions.to_csv(out / "predictions.csv", index=False)
-    result.curves.to_csv(out / "curves.csv", index=False)
-    result.fits.to_csv(out / "fits.csv", index=False)
-    result.failures.to_csv(out / "failures.csv", index=False)
-    result.folds.to_csv(out / "folds.csv", index=False)
-
-
-def load(out: Path) -> Result:
-    names = ("predictions", "curves", "fits", "failures", "folds")
-    return Result(*(tables.read(out / f"{name}.csv") for name in names))
 
 
 def command(
@@ -803,6 +607,5 @@ def command(
     for row in result.failures.itertuples():
         log.warning(
             f"  failed: {row.architecture} {row.augmentation} {row.cytokine} "
-            f"repeat {row.repeat} fold {row.fold}: {row.error}",
-            fg="red",
+            f"repeat {row.repeat} fold {row.fold}: {row.error}"
         )

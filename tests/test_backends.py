@@ -18,13 +18,13 @@ import pytest
 import ray  # the `ray` extra: `make test` installs it
 from test_train import fast_params, synthetic_inputs
 
-from cytoops import backends, tables, train
+from cytoops import backends, cvresult, tables, train
 from cytoops.params import BACKENDS, TrainParams
 
 RAY_INIT = dict(include_dashboard=False, log_to_driver=False)
 
 
-def same_numbers(a: train.Result, b: train.Result) -> None:
+def same_numbers(a: cvresult.Result, b: cvresult.Result) -> None:
     assert a.failures.empty and b.failures.empty and len(a.predictions) > 0
     pd.testing.assert_frame_equal(a.predictions, b.predictions)  # exact: one TensorFlow thread per worker
     pd.testing.assert_frame_equal(a.curves, b.curves)

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cytoops import cvresult, report, train, wrangle
 from cytoops import params as params_mod
-from cytoops import report, train, wrangle
 from cytoops.verdict import stage
 
 CYTOKINES = ("seen", "edge", "noise")
@@ -137,7 +137,7 @@ def _world(
         cytokines=pd.DataFrame({"cytokine": CYTOKINES, "slug": CYTOKINES, "kept": True}),
         embeddings=emb,
     )
-    result = train.Result(
+    result = cvresult.Result(
         pd.concat(preds, ignore_index=True),
         pd.concat(curves, ignore_index=True),
         pd.DataFrame(fits),

@@ -1,8 +1,8 @@
 """MLflow tracking against real stores: a SQLite file in a temp folder, and a real `mlflow server` on
 loopback.
 
-The train outputs here are synthetic (train.Result frames written with train.save) and go through the real
-evaluate stage, so these tests need no TensorFlow training."""
+The train outputs here are synthetic (cvresult.Result frames written with cvresult.save) and go through the
+real evaluate stage, so these tests need no TensorFlow training."""
 
 from __future__ import annotations
 
@@ -25,8 +25,7 @@ import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from cytoops import evaluate, params, tables, tracking
-from cytoops import train as train_mod
+from cytoops import cvresult, evaluate, params, tables, tracking
 from cytoops.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +82,7 @@ def synthetic_outputs(root: Path, seed: int = 0) -> dict[str, Path]:
                 "seconds": 0.5,
             }
         )
-    result = train_mod.Result(
+    result = cvresult.Result(
         predictions=pd.concat(preds, ignore_index=True),
         curves=pd.concat(curves, ignore_index=True),
         fits=pd.DataFrame(fits),
@@ -98,8 +97,8 @@ def synthetic_outputs(root: Path, seed: int = 0) -> dict[str, Path]:
         "metrics": root / "metrics" / "summary.json",
         "data_dvc": root / "data.dvc",
     }
-    train_mod.save(result, paths["trained"])
-    train_mod.save(train_mod.load(paths["trained"]), paths["trained"])
+    cvresult.save(result, paths["trained"])
+    cvresult.save(cvresult.load(paths["trained"]), paths["trained"])
     kept = pd.DataFrame({"cytokine": list(CYTOKINES), "kept": True})
     evaluate.run(result, kept, paths["reports"], paths["metrics"], params.EvaluateParams())
     paths["data_dvc"].write_text(yaml.safe_dump({"outs": [{"md5": MD5, "path": "data"}]}))

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytoops import augment, features, tables, train
+from cytoops import augment, cvresult, dataset, features, tables, taskcache, train
 from cytoops.params import TrainParams
 
 CHANNELS = ("actin", "mito", "nucleus")
@@ -41,7 +41,7 @@ def synthetic_inputs(
     vit: bool = False,
     extra_labels: pd.DataFrame | None = None,
     seed: int = 0,
-) -> train.Inputs:
+) -> dataset.Inputs:
     rng = np.random.default_rng(seed)
     n = N_TREATMENTS * REPLICATES
     treatment = np.repeat(np.arange(N_TREATMENTS), REPLICATES)
@@ -78,7 +78,7 @@ def synthetic_inputs(
         values[:, truth["IL-6"] == 1, :8] += 2.0
         vit_features = features.Features(bank.views, values, pretrained=False, weights="random")
     kept = tuple(dict.fromkeys([*cytokines, *(extra_labels.cytokine if extra_labels is not None else [])]))
-    return train.Inputs(
+    return dataset.Inputs(
         wells=wells,
         labels=labels,
         kept=kept,
@@ -142,14 +142,14 @@ def trace(x: np.ndarray, index: dict[bytes, tuple[str, int]]) -> list[tuple[str,
     return [index[np.ascontiguousarray(row, dtype=np.float32).tobytes()] for row in x]
 
 
-def units_of(result: train.Result, base_seed: int) -> dict[int, train.Unit]:
-    units = [train.Unit(*key) for key in result.fits[tables.UNIT].itertuples(index=False)]
+def units_of(result: cvresult.Result, base_seed: int) -> dict[int, cvresult.Unit]:
+    units = [cvresult.Unit(*key) for key in result.fits[tables.UNIT].itertuples(index=False)]
     by_seed = {u.seed(base_seed): u for u in units}
     assert len(by_seed) == len(units)
     return by_seed
 
 
-def wells_tested_in(result: train.Result, unit: train.Unit) -> np.ndarray:
+def wells_tested_in(result: cvresult.Result, unit: cvresult.Unit) -> np.ndarray:
     p = result.predictions
     rows = p[
         (p.architecture == unit.architecture)
@@ -169,7 +169,7 @@ def cnn_run():
     with pytest.MonkeyPatch.context() as mp:
         recorder = Recorder(mp)
         result = train.cross_validate(inputs, p, progress=False)
-    bank = train.cnn_view_bank(inputs, p.cnn_channels)
+    bank = dataset.cnn_view_bank(inputs, p.cnn_channels)
     return inputs, p, result, recorder.calls, index_of(bank, inputs.bank.views)
 
 
@@ -253,7 +253,7 @@ def test_augmentation_copies_follow_the_strategy(cnn_run):
 
 def test_augmentation_never_touches_the_test_fold(cnn_run):
     inputs, p, result, calls, index = cnn_run
-    bank = train.cnn_view_bank(inputs, p.cnn_channels)
+    bank = dataset.cnn_view_bank(inputs, p.cnn_channels)
     identity = inputs.bank.index("identity")
     units = units_of(result, p.seed)
     for call in calls:
@@ -325,7 +325,9 @@ def test_a_failing_unit_is_recorded_and_the_other_cytokines_still_predict(monkey
     inputs = synthetic_inputs()
     p = fast_params(epochs=1)
     doomed = {
-        train.Unit("wide_cnn", s, "TNF", 0, f).seed(p.seed) for s in inputs.strategies for f in range(p.folds)
+        cvresult.Unit("wide_cnn", s, "TNF", 0, f).seed(p.seed)
+        for s in inputs.strategies
+        for f in range(p.folds)
     }
     fit = train.Fitter.fit
 
@@ -418,9 +420,9 @@ def test_worker_processes_give_the_same_numbers_as_one_process():
     pd.testing.assert_frame_equal(one.fits.drop(columns="seconds"), two.fits.drop(columns="seconds"))
 
 
-def grid_units() -> list[train.Unit]:
+def grid_units() -> list[cvresult.Unit]:
     return [
-        train.Unit(a, s, c, r, f)
+        cvresult.Unit(a, s, c, r, f)
         for a in ("wide_cnn", "vit_linear")
         for s in ("none", "hflip")
         for c in ("IL-6", "TNF-α")
@@ -438,8 +440,8 @@ def test_unit_seeds_differ_between_units_and_with_the_base():
 
 
 def test_unit_seeds_are_stable_across_calls_and_processes():
-    unit = train.Unit("wide_cnn", "hflip", "TNF-α", 0, 1)
-    assert unit.seed(42) == unit.seed(42) == train.Unit("wide_cnn", "hflip", "TNF-α", 0, 1).seed(42)
+    unit = cvresult.Unit("wide_cnn", "hflip", "TNF-α", 0, 1)
+    assert unit.seed(42) == unit.seed(42) == cvresult.Unit("wide_cnn", "hflip", "TNF-α", 0, 1).seed(42)
     code = "from cytoops.train import Unit; print(Unit('wide_cnn', 'hflip', 'TNF-α', 0, 1).seed(42))"
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -482,20 +484,20 @@ def test_vit_heads_train_on_cached_features_with_the_same_rules(monkeypatch):
 def test_a_vit_architecture_without_features_is_a_value_error():
     inputs = synthetic_inputs(cytokines=("IL-6",), strategies=("none",))
     with pytest.raises(ValueError, match="vit_linear needs ViT features"):
-        train.model_input(inputs, "vit_linear")
+        dataset.model_input(inputs, "vit_linear")
 
 
 def test_vit_features_of_other_views_are_a_value_error():
     inputs = synthetic_inputs(cytokines=("IL-6",), strategies=("none",), vit=True)
     stale = features.Features(("identity", "hflip"), np.zeros((2, 40, 768), np.float32), False, "random")
     with pytest.raises(ValueError, match="other views than the view bank"):
-        train.model_input(dataclasses.replace(inputs, vit=stale), "vit_linear")
+        dataset.model_input(dataclasses.replace(inputs, vit=stale), "vit_linear")
 
 
 def test_model_input_is_the_features_for_vit_and_the_images_for_cnns():
     inputs = synthetic_inputs(cytokines=("IL-6",), vit=True)
-    assert train.model_input(inputs, "vit_240k") is inputs.vit.values
-    assert train.model_input(inputs, "wide_cnn") is inputs.bank.images
+    assert dataset.model_input(inputs, "vit_240k") is inputs.vit.values
+    assert dataset.model_input(inputs, "wide_cnn") is inputs.bank.images
 
 
 # ---- inputs -----------------------------------------------------------------------------------------------
@@ -503,7 +505,7 @@ def test_model_input_is_the_features_for_vit_and_the_images_for_cnns():
 
 def test_cnn_view_bank_picks_the_channels_channels_last():
     inputs = synthetic_inputs(strategies=("none",))
-    bank = train.cnn_view_bank(inputs, ("nucleus", "actin"))
+    bank = dataset.cnn_view_bank(inputs, ("nucleus", "actin"))
     assert bank.shape == (1, 40, 16, 16, 2) and bank.dtype == np.float32
     np.testing.assert_array_equal(bank[0, 3, :, :, 0], inputs.bank.images[0, 3, 2].astype(np.float32))
     np.testing.assert_array_equal(bank[0, 3, :, :, 1], inputs.bank.images[0, 3, 0].astype(np.float32))
@@ -511,7 +513,7 @@ def test_cnn_view_bank_picks_the_channels_channels_last():
 
 def test_cnn_view_bank_with_an_unknown_channel_is_a_value_error():
     with pytest.raises(ValueError, match=r"train.cnn_channels names \['dapi'\]"):
-        train.cnn_view_bank(synthetic_inputs(strategies=("none",)), ("dapi",))
+        dataset.cnn_view_bank(synthetic_inputs(strategies=("none",)), ("dapi",))
 
 
 def test_one_channel_cnn_trains_on_that_channel(monkeypatch):
@@ -524,8 +526,8 @@ def test_one_channel_cnn_trains_on_that_channel(monkeypatch):
 
 def test_save_and_load_round_trip(cnn_run, tmp_path):
     _, _, result, _, _ = cnn_run
-    train.save(result, tmp_path / "train")
-    back = train.load(tmp_path / "train")
+    cvresult.save(result, tmp_path / "train")
+    back = cvresult.load(tmp_path / "train")
     pd.testing.assert_frame_equal(back.predictions, result.predictions, check_dtype=False)
     pd.testing.assert_frame_equal(back.fits, result.fits, check_dtype=False)
     assert len(back.curves) == len(result.curves) and len(back.folds) == len(result.folds)
@@ -571,7 +573,7 @@ def test_a_planted_pickle_in_a_copied_cache_executes_nothing(tmp_path, monkeypat
     first = train.cross_validate(inputs, params, progress=False, cache=cache)
     marker = tmp_path / "executed"
     payload = pickle.dumps(_Planted(marker))
-    store = train.TaskCache(cache, inputs, params)
+    store = taskcache.TaskCache(cache, inputs, params)
     tasks, _, _ = train.plan(inputs, params)
     for task in tasks:  # a hostile copy: every cache file, and its .pkl twin, is a pickle
         store._path(task).write_bytes(payload)
@@ -589,7 +591,7 @@ def test_the_task_cache_round_trips_dtypes_exactly():
         "fits": [{"fold": np.int64(1), "seconds": 0.5}],
         "failures": [],
     }
-    back = train.TaskCache._decode(train.TaskCache._encode(part))
+    back = taskcache.TaskCache._decode(taskcache.TaskCache._encode(part))
     pd.testing.assert_frame_equal(back["predictions"][0], part["predictions"][0])
     pd.testing.assert_frame_equal(back["curves"][0], part["curves"][0])
     assert back["fits"] == [{"fold": 1, "seconds": 0.5}] and back["failures"] == []
@@ -627,7 +629,7 @@ def test_fold_problem_names_the_fold_and_why():
     )
 
 
-def with_profile(inputs: train.Inputs) -> train.Inputs:
+def with_profile(inputs: dataset.Inputs) -> dataset.Inputs:
     """A profile table for the synthetic wells: channel means (IL-6 reads actin, TNF mito) and a nuisance."""
     img = inputs.bank.images[inputs.bank.index("identity")].astype(float)
     table = pd.DataFrame(
@@ -678,7 +680,7 @@ def test_the_multitask_model_sees_no_test_fold_well_and_scores_every_cytokine(mo
     inputs = synthetic_inputs()
     p = fast_params(architectures=("multitask_cnn",))
     result = train.cross_validate(inputs, p, progress=False)
-    index = index_of(train.cnn_view_bank(inputs, p.cnn_channels), inputs.bank.views)
+    index = index_of(dataset.cnn_view_bank(inputs, p.cnn_channels), inputs.bank.views)
     assert result.failures.empty and len(calls) == p.folds
     for call in calls:
         test = {w for _, w in trace(call["x_test"], index)}
@@ -737,3 +739,12 @@ def test_the_progress_bar_advances_by_expected_cost_and_counts_fits(monkeypatch,
     err = capsys.readouterr().err
     n_fits = len(tasks) * params.folds * len(inputs.strategies)
     assert f"{n_fits}/{n_fits} fits" in err and "100%" in err
+
+
+def test_a_class_too_rare_to_stratify_is_handled_without_sklearn_warning(recwarn):
+    y = np.array([1] + [0] * 9)  # one responder well: no 5-part split can hold it in every part
+    groups = np.arange(10)
+    assert train.too_rare_to_stratify(y, groups, 0.2)
+    assert not train.too_rare_to_stratify(np.array([1, 0] * 5), groups, 0.2)
+    val = train.split_validation(y, groups, 0.2, seed=0)
+    assert val.sum() == 2 and not [w for w in recwarn if "least populated class" in str(w.message)]

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import average_precision_score, matthews_corrcoef, roc_auc_score
 
-from cytoops import augment, train, wrangle
+from cytoops import augment, dataset, train, wrangle
 from cytoops import params as params_mod
 from cytoops.verdict import baselines, call, claims, metrics, permutation, stage, truth
 
@@ -218,7 +218,7 @@ def _tiny_world(seed: int, planted: tuple[str, ...], noise: tuple[str, ...]):
         cytokines=cytokines,
         embeddings=pd.DataFrame(index=wells.index),
     )
-    inputs = train.Inputs(
+    inputs = dataset.Inputs(
         wells=wells,
         labels=labels,
         kept=kept,

@@ -296,7 +296,7 @@ def test_save_and_load_round_trip_without_embeddings(tiny_plate, tmp_path):
 
 
 def test_cytokines_named_like_missing_values_and_numeric_plate_ids_survive_a_round_trip(tiny_plate, tmp_path):
-    from cytoops import train
+    from cytoops import dataset
 
     names = ("NA", "None", "NULL")
     tiny_plate(plate_id="001", cytokines=names, seed=1)
@@ -315,5 +315,5 @@ def test_cytokines_named_like_missing_values_and_numeric_plate_ids_survive_a_rou
 
     augment.save(augment.make_bank(w.images, ("none",)), tmp_path / "views.npz")
     p = Params(train=TrainParams(architectures=("wide_cnn",)))
-    inputs = train.load_inputs(tmp_path / "w", tmp_path / "views.npz", None, p)
+    inputs = dataset.load_inputs(tmp_path / "w", tmp_path / "views.npz", None, p)
     assert inputs.kept and set(inputs.kept) <= set(inputs.labels.cytokine)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import typer
 
-from cytoops import evaluate, train, wrangle
+from cytoops import cvresult, evaluate, wrangle
 from cytoops.params import STUDY_ARCHITECTURES, Params, VerdictParams
 from cytoops.params import load as load_params
 from cytoops.verdict import baselines, call, claims, metrics, permutation, truth
@@ -26,7 +26,7 @@ from cytoops.verdict.result import Verdict
 log = logging.getLogger(__name__)
 
 
-def _problems(result: train.Result) -> dict[str, str]:
+def _problems(result: cvresult.Result) -> dict[str, str]:
     """Cytokines train could not cross-validate (fold problems), with train's reason."""
     f = result.failures
     if f.empty:
@@ -37,7 +37,7 @@ def _problems(result: train.Result) -> dict[str, str]:
 
 def compute(
     w: wrangle.Wrangled,
-    result: train.Result,
+    result: cvresult.Result,
     p: Params,
     profile: pd.DataFrame | None = None,
     data: Path | None = None,
@@ -81,7 +81,7 @@ def compute(
 
 def _predictions(
     w: wrangle.Wrangled,
-    result: train.Result,
+    result: cvresult.Result,
     profile: pd.DataFrame | None,
     kept: list[str],
     problems: dict[str, str],
@@ -234,7 +234,7 @@ def summary_lines(v: Verdict, alpha: float) -> list[str]:
 
 def run(
     w: wrangle.Wrangled,
-    result: train.Result,
+    result: cvresult.Result,
     profile_table: pd.DataFrame | None,
     vit_pretrained: bool | None,
     data: Path | None,
@@ -275,7 +275,7 @@ def command(
     p = load_params(params_file, overrides)
     from cytoops import profile
 
-    train.check_trained_folder(trained)  # one line, not a traceback, when nothing was trained
+    cvresult.check_trained_folder(trained)  # one line, not a traceback, when nothing was trained
     table = profile.load(profile_path) if profile_path is not None and profile_path.is_file() else None
-    w, result = wrangle.load(wrangled), train.load(trained)
+    w, result = wrangle.load(wrangled), cvresult.load(trained)
     run(w, result, table, _vit_pretrained(vit_features), data, reports, metrics_path, p)
