@@ -10,11 +10,13 @@ The package, top-down (each module's opening docstring says what it owns):
   science rules and the dispatch; its engines: `backends` (local processes or Ray), `fitter` (the one
   training loop), `multitask`; `taskcache` keeps finished tasks for a rerun), `evaluate` (the study's scores
   and figures), `verdict` (which cytokines images predict: baselines, calibrated test, call; `report` draws
-  it), `tracking` (MLflow runs), `register` (champions in the model registry; `serving` answers for them),
-  `predict` (new plates scored by the champions).
+  it), `tracking` (MLflow runs and what each logs), `register` (refits the models that earned a call and
+  registers them; `serving` answers for them), `predict` (new plates scored by the champions).
 - hand-offs between stages: `dataset` (what the models read: wells, labels, views, features, profile),
   `cvresult` (what cross-validation produced, read by every later stage without importing the trainer),
   `tables` (the hand-off tables' columns and types).
+- MLflow: `store` (where the tracking store is, connecting, retries, dead runs) and `registry` (the model
+  registry's read side: names, aliases, a cytokine's champion; `cytoops best-model`).
 - shared pieces: `params` (params.yaml and the table of architectures), `models` (the architectures,
   built by name), `demo` (the simulated demo plate).
 """

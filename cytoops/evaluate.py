@@ -202,7 +202,8 @@ def summary_lines(head: dict, models: pd.DataFrame, f1_cutoff: float) -> list[st
 
 def run(
     result: cvresult.Result, cytokines: pd.DataFrame, reports: Path, metrics: Path, p: EvaluateParams
-) -> dict:
+) -> tuple[dict, pd.DataFrame]:
+    """Score, write the reports and metrics; return (the summary, the mean scores per model and cytokine)."""
     scores = score(result.predictions, result.fits)
     reports.mkdir(parents=True, exist_ok=True)
     scores.to_csv(reports / "scores.csv", index=False)
@@ -223,7 +224,7 @@ def run(
         f"evaluate: best model {summary['best_model']}; {summary['n_cytokines_predicted_by_any']} of "
         f"{summary['n_cytokines_kept']} kept cytokines reach F1 >= {p.f1_cutoff} with some model -> {reports}"
     )
-    return summary
+    return summary, means
 
 
 def command(

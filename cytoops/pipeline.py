@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import typer
 
 from cytoops import augment, cvresult, dataset, evaluate, features, profile, train, wrangle
 from cytoops.params import Params, architecture_kind
 from cytoops.params import load as load_params
 from cytoops.verdict import stage as verdict_stage
+from cytoops.verdict.result import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +35,23 @@ def prepare(data: Path, out: Path, p: Params) -> wrangle.Wrangled:
     return w
 
 
-def run_all(data: Path, out: Path, p: Params) -> dict:
+@dataclass(frozen=True)
+class Outcome:
+    """What the stages made, as values: what `cytoops run` hands track and register (nothing read back)."""
+
+    inputs: dataset.Inputs
+    result: cvresult.Result
+    summary: dict
+    means: pd.DataFrame
+    verdict: Verdict
+    scaling: pd.DataFrame
+
+
+def run_all(data: Path, out: Path, p: Params) -> Outcome:
     return run_rest(prepare(data, out, p), data, out, p)
 
 
-def run_rest(w: wrangle.Wrangled, data: Path, out: Path, p: Params) -> dict:
+def run_rest(w: wrangle.Wrangled, data: Path, out: Path, p: Params) -> Outcome:
     """Every stage after wrangle; stops with one line quoting failures.csv when no unit was trained."""
     bank = augment.make_bank(w.images, p.augment.strategies)
     augment.save(bank, out / "augment" / "views.npz")
@@ -56,11 +71,41 @@ def run_rest(w: wrangle.Wrangled, data: Path, out: Path, p: Params) -> dict:
     result = train.cross_validate(inputs, p.train, cache=out / "cache" / "train")
     cvresult.save(result, out / "train")
     cvresult.check_trained(result.fits, result.failures, out / "train" / "failures.csv")
-    summary = evaluate.run(result, w.cytokines, out / "reports", out / "metrics" / "summary.json", p.evaluate)
+    reports = out / "reports"
+    summary, means = evaluate.run(result, w.cytokines, reports, out / "metrics" / "summary.json", p.evaluate)
     vit_pretrained = vit.pretrained if vit is not None else None
-    reports, verdict_json = out / "reports", out / "metrics" / "verdict.json"
-    verdict_stage.run(w, result, table, vit_pretrained, data, reports, verdict_json, p)
-    return summary
+    v = verdict_stage.run(
+        w, result, table, vit_pretrained, data, reports, out / "metrics" / "verdict.json", p
+    )
+    return Outcome(inputs, result, summary, means, v, w.scaling)
+
+
+def track_and_register(tracked, outcome: Outcome, data_dvc: Path, out: Path, p: Params) -> None:
+    """Under the open parent run `tracked`: log the run's values to MLflow and register each cytokine's
+    models, as the track and register stages do from their files."""
+    from cytoops import register, tracking
+
+    reports, summary_file = out / "reports", out / "metrics" / "summary.json"
+    evaluated = tracking.Evaluated(
+        result=outcome.result,
+        means=outcome.means,
+        summary=outcome.summary,
+        predictable=outcome.verdict.table,
+        artifacts=tracking.report_artifacts(reports, summary_file),
+    )
+    tracking.log_results(tracked, evaluated, p)
+    tracked.save(out / "track" / "run.json")
+    table = outcome.verdict.table
+    evidence = register.Evidence(
+        inputs=outcome.inputs,
+        result=outcome.result,
+        means=outcome.means,
+        predictable=dict(zip(table.cytokine, table.predictable, strict=True)),
+        scaling=outcome.scaling,
+    )
+    commit = tracking.git_info().get("git_commit", "")
+    run = register.Provenance(tracked, tracking.data_version(data_dvc), commit)
+    register.write(register.register(run, evidence, p), out / "register" / "registered.json")
 
 
 def command(
@@ -76,33 +121,20 @@ def command(
 ) -> None:
     """Run wrangle, augment, features, train and evaluate in-process (no DVC needed); then log the run to
     MLflow and register each cytokine's champion (as the DVC stages track and register do)."""
-    from cytoops import register, tracking
+    from cytoops import store, tracking
 
     p = load_params(params_file, overrides)
     if not track:
-        summary = run_all(data, out, p)
+        outcome = run_all(data, out, p)
     else:
-        store = tracking.connect(p.tracking.experiment)  # a store that does not answer fails here, not after
+        s = store.connect(p.tracking.experiment)  # a store that does not answer fails here, before training
         # the plate is read (and rejected, if it must be) before the run opens: no FAILED run for a bad plate
         w = prepare(data, out, p)
         data_dvc = Path(data).resolve().parent / f"{Path(data).resolve().name}.dvc"
-        with tracking.pipeline_run(store, p, data_dvc=data_dvc, stage="run") as tracked:
-            summary = run_rest(w, data, out, p)
-            tracking.log_results(tracked, out / "train", out / "reports", out / "metrics" / "summary.json", p)
-            tracked.save(out / "track" / "run.json")
-            register.register(
-                tracked,
-                out / "train",
-                out / "wrangle",
-                out / "augment" / "views.npz",
-                out / "features" / "vit.npz",
-                out / "reports" / "f1_per_cytokine.csv",
-                out / "reports" / "predictable.csv",
-                out / "register" / "registered.json",
-                p,
-                data_version=tracking.data_version(data_dvc),
-                git_commit=tracking.git_info().get("git_commit", ""),
-            )
+        with tracking.pipeline_run(s, p, data_dvc=data_dvc, stage="run") as tracked:
+            outcome = run_rest(w, data, out, p)
+            track_and_register(tracked, outcome, data_dvc, out, p)
+    summary = outcome.summary
     log.info(
         json.dumps(
             {k: summary[k] for k in ("best_model", "n_cytokines_kept", "n_cytokines_predicted_by_any")}

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import typer
 
-from cytoops import evaluate, tracking, wrangle
+from cytoops import evaluate, store, wrangle
 from cytoops.plate import Plate, read_data, slugify
-from cytoops.register import champion, registered_names
+from cytoops.registry import champion, registered_names
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +99,14 @@ def _champions(client, cytokines: list[str]) -> list[Champion]:
     for name in names:
         try:
             info = champion(client, name)
-        except tracking.TrackingError:
+        except store.TrackingError:
             if cytokines:
                 raise
             continue  # a model with neither a champion nor a best-cnn version: skipped when not asked for
         if info["note"]:
             log.warning(f"note: {info['note']}")
         if not info["channels"] or not info["image_size"]:
-            raise tracking.TrackingError(
+            raise store.TrackingError(
                 f"{info['registered_model']} v{info['version']} has no channels/image_size tags"
             )
         out.append(
@@ -122,7 +122,7 @@ def _champions(client, cytokines: list[str]) -> list[Champion]:
             )
         )
     if not out:
-        raise tracking.TrackingError(
+        raise store.TrackingError(
             "no champion is registered: run the pipeline (dvc repro, or cytoops run) first"
         )
     return out
@@ -145,7 +145,7 @@ def load_scorer(ch: Champion):
             return lambda x: probability(np.asarray(model.predict(x, verbose=0, batch_size=256)))
         return mlflow.pyfunc.load_model(uri).unwrap_python_model().probabilities
     except Exception as err:  # noqa: BLE001 - Keras/MLflow raise many types for a broken model; one line here
-        raise tracking.TrackingError(
+        raise store.TrackingError(
             f"{ch.registered_model} v{ch.version} (alias {ch.alias}) cannot be loaded "
             f"({type(err).__name__}: {' '.join(str(err).split())[:300]}); fix: register a model again "
             f"(cytoops run, or dvc repro) or move the alias to a version that loads"
@@ -164,7 +164,7 @@ def command(
     (written next to --out as <name>_f1.csv)."""
     import mlflow
 
-    tracking.connect()
+    store.connect()
     client = mlflow.MlflowClient()
     champions = _champions(client, list(cytokines))
     plates_by_size: dict[int, list[Plate]] = {}

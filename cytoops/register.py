@@ -10,7 +10,7 @@ current best-cnn's on the same data version: `tracking.promote`). Only a cytokin
 predictable (reports/predictable.csv) also gets the alias `champion` on that version; a `champion` left on a
 cytokine the verdict no longer calls predictable is removed, and the command says so. `tracking.log_models:
 all` also refits and logs every other model; a ViT model is logged as its trained head with a reference to its
-backbone (`load_vit` puts them together); `none` logs none.
+backbone (`serving.load_vit` puts them together); `none` logs none.
 
 `choose_champions` and `refit` are the core (no MLflow); the rest is the edge.
 """
@@ -31,25 +31,18 @@ import numpy as np
 import pandas as pd
 import typer
 
-from cytoops import augment, cvresult, dataset, tables, tracking, wrangle
+from cytoops import augment, cvresult, dataset, registry, tables, tracking, wrangle
 from cytoops.fitter import Fitter
 from cytoops.params import ARCHITECTURES, Params
 from cytoops.params import load as load_params
 from cytoops.plate import slugify
-from cytoops.tracking import TrackingError, retry
+from cytoops.registry import ALIAS, BEST_ALIAS, model_name
+from cytoops.store import TrackingError, connect, retry
 
 log = logging.getLogger(__name__)
 
 CNNS = tuple(a for a, kind in ARCHITECTURES.items() if kind == "cnn")  # what may be registered
-PREFIX = "cytoops-"
-ALIAS = "champion"  # the best CNN of a cytokine the verdict called predictable
-BEST_ALIAS = "best-cnn"  # the best CNN of every kept cytokine, predictable or not
 OUTPUT = "P(responder) per thumbnail (column p_responder), from raw thumbnails (cytoops.serving)"
-
-
-def model_name(cytokine: str) -> str:
-    """Registered model name of a cytokine (its name as in the plate, or its slug)."""
-    return PREFIX + slugify(cytokine)
 
 
 # ---- core --------------------------------------------------------------------------------
@@ -215,15 +208,6 @@ def log_cnn_model(model, *, name: str, recipe, meta: dict, params: dict, tags: d
         )
 
 
-def _alias_version(client, name: str, alias: str):
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return retry(client.get_model_version_by_alias, name, alias)
-    except MlflowException:
-        return None
-
-
 def register_version(info, cytokine: str, tags: dict, promote: str, predictable: bool) -> dict:
     """Register a logged model as `cytoops-<slug>`; move the alias `best-cnn` to it when `promote` allows;
     `champion` follows `best-cnn` when the verdict called the cytokine predictable, else it is removed."""
@@ -234,7 +218,7 @@ def register_version(info, cytokine: str, tags: dict, promote: str, predictable:
     tags = {k: str(v) for k, v in {**tags, "predictable": str(predictable).lower()}.items()}
     version = retry(mlflow.register_model, info.model_uri, name, tags=tags)
     retry(client.set_registered_model_tag, name, "cytokine", cytokine)
-    current = _alias_version(client, name, BEST_ALIAS)
+    current = registry.alias_version(client, name, BEST_ALIAS)
     keep = None
     if promote == "best" and current is not None and current.version != version.version:
         same_data = current.tags.get("data_version") == tags.get("data_version")
@@ -247,7 +231,7 @@ def register_version(info, cytokine: str, tags: dict, promote: str, predictable:
     if keep is None:
         retry(client.set_registered_model_alias, name, BEST_ALIAS, version.version)
     best = keep or version
-    had_champion = _alias_version(client, name, ALIAS)
+    had_champion = registry.alias_version(client, name, ALIAS)
     if predictable:
         retry(client.set_registered_model_alias, name, ALIAS, best.version)
     elif had_champion is not None:
@@ -281,42 +265,70 @@ def _vit_meta(inputs: dataset.Inputs, p: Params) -> dict:
     }
 
 
-def register(
-    tracked: tracking.Tracked,
+@dataclasses.dataclass(frozen=True)
+class Provenance:
+    """Where the registered models come from: the pipeline's MLflow runs, the data version and the commit."""
+
+    tracked: tracking.Tracked
+    data_version: str = "untracked"
+    git_commit: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+    """What register decides from and refits on, as values (`cytoops run` passes them in memory; the DVC stage
+    reads them from the files dvc.yaml names, `load_evidence`)."""
+
+    inputs: dataset.Inputs  # the plate: wells, labels, views, ViT features, profile
+    result: cvresult.Result  # cross-validation: fits (best epochs), failures
+    means: pd.DataFrame  # evaluate's mean scores per model and cytokine (f1_per_cytokine.csv)
+    predictable: dict[str, bool]  # the verdict's call per cytokine (predictable.csv)
+    scaling: pd.DataFrame  # wrangle's channel constants per plate: a served model scales raw thumbnails so
+    source: str = "the verdict"  # where `predictable` came from, for the log
+
+
+def load_evidence(
     trained: Path,
     wrangled: Path,
     views: Path,
     vit_features: Path | None,
     scores: Path,
     verdict: Path,
-    out: Path,
     p: Params,
-    *,
-    data_version: str = "untracked",
-    git_commit: str = "",
-) -> dict:
-    """Refit, log and register, under the open parent run `tracked`; write the listing to `out`. `verdict` is
-    reports/predictable.csv: only its predictable cytokines get the alias `champion`."""
+) -> Evidence:
+    """The Evidence from the stage files; the ViT features only where the file exists (else no ViT refits)."""
     predictable = read_verdict(verdict)
-    means = tables.read(scores)
-    result = cvresult.load(trained)
-    kept = list(wrangle.kept_cytokines(tables.read(Path(wrangled) / "cytokines.csv", empty_is_missing=False)))
+    vit = vit_features if vit_features is not None and Path(vit_features).exists() else None
+    readable = {"cnn", "vit"} if vit is not None else {"cnn"}
+    archs = tuple(a for a in p.train.architectures if ARCHITECTURES.get(a) in readable) or CNNS[:1]
+    p_inputs = dataclasses.replace(p, train=dataclasses.replace(p.train, architectures=archs))
+    return Evidence(
+        inputs=dataset.load_inputs(wrangled, views, vit, p_inputs),
+        result=cvresult.load(trained),
+        means=tables.read(scores),
+        predictable=predictable,
+        scaling=wrangle.load_scaling(wrangled),
+        source=str(verdict),
+    )
+
+
+def register(run: Provenance, evidence: Evidence, p: Params) -> dict:
+    """Refit, log and register, under the open parent run; return the listing. Only the cytokines the verdict
+    called predictable get the alias `champion`."""
+    tracked, predictable = run.tracked, evidence.predictable
+    kept = list(evidence.inputs.kept)
     mode = p.tracking.log_models
-    champions = choose_champions(means, result.fits, kept, p.train.epochs)
+    champions = choose_champions(evidence.means, evidence.result.fits, kept, p.train.epochs)
     listing = _listing(tracked, mode, kept, champions)
     for cytokine in sorted(set(champions.cytokine) - set(predictable)):
-        log.info(f"register: {cytokine} is not in {verdict}: counted not predictable (no @{ALIAS})")
+        log.info(f"register: {cytokine} is not in {evidence.source}: counted not predictable (no @{ALIAS})")
     if mode == "none":
         listing["registered"] = [_unlogged_entry(r, predictable) for r in champions.itertuples()]
-        _write(listing, out)
-        log.info(
-            f"register: tracking.log_models is none: {len(champions)} best CNNs chosen, none logged -> {out}"
-        )
+        log.info(f"register: tracking.log_models is none: {len(champions)} best CNNs chosen, none logged")
         return listing
-    todo = all_models(means, result.fits, kept, p.train.epochs) if mode == "all" else champions
-    archs = tuple(dict.fromkeys(todo.architecture)) or CNNS[:1]
-    source = _Sources(wrangled, views, vit_features, archs, p)
-    run = {"tracked": tracked, "data_version": data_version, "git_commit": git_commit}
+    means, fits = evidence.means, evidence.result.fits
+    todo = all_models(means, fits, kept, p.train.epochs) if mode == "all" else champions
+    source = _Sources(evidence, p)
     champion_of = {(r.cytokine, r.architecture, r.augmentation) for r in champions.itertuples()}
     fitter = Fitter(p.train)
     with _quiet_mlflow():
@@ -330,10 +342,9 @@ def register(
                 for r in group.itertuples():
                     is_champion = (r.cytokine, architecture, augmentation) in champion_of
                     _refit_and_log(r, fitter, source, run, p, is_champion, predictable, listing)
-    _write(listing, out)
     log.info(
         f"register: {len(listing['registered'])} best CNNs registered (@{BEST_ALIAS}), "
-        f"{len(listing['champions'])} of them @{ALIAS} (predictable) ({mode}) -> {out}"
+        f"{len(listing['champions'])} of them @{ALIAS} (predictable) ({mode})"
     )
     return listing
 
@@ -378,18 +389,14 @@ def _unlogged_entry(r, predictable: dict[str, bool]) -> dict:
 
 
 class _Sources:
-    """What the refits read, loaded once: the plate's inputs, the CNN view bank, the ViT features, scaling."""
+    """What the refits read: the plate's inputs, the CNN view bank (made once), the ViT features, scaling."""
 
-    def __init__(self, wrangled: Path, views: Path, vit_features: Path | None, archs: tuple, p: Params):
-        from cytoops import models
-
-        kinds = {models.get(a).kind for a in archs}
-        p_inputs = dataclasses.replace(p, train=dataclasses.replace(p.train, architectures=archs))
-        self.inputs = dataset.load_inputs(wrangled, views, vit_features if "vit" in kinds else None, p_inputs)
-        self.scaling = wrangle.load_scaling(wrangled) if "cnn" in kinds else None
+    def __init__(self, evidence: Evidence, p: Params):
+        self.inputs = evidence.inputs
+        self.scaling = evidence.scaling
         self.channels = list(p.train.cnn_channels)
         self.image_size = int(self.inputs.bank.images.shape[-1])
-        self.vit_meta = _vit_meta(self.inputs, p) if "vit" in kinds else None
+        self.vit_meta = _vit_meta(self.inputs, p) if self.inputs.vit is not None else None
         self._cnn_bank = None
 
     def of(self, architecture: str) -> np.ndarray:
@@ -410,7 +417,7 @@ def _refit_and_log(
     r,
     fitter,
     source: _Sources,
-    run: dict,
+    run: Provenance,
     p: Params,
     is_champion: bool,
     predictable,
@@ -465,9 +472,9 @@ def _refit_and_log(
     log.info(line)
 
 
-def _tags(r, kind: str, n_wells: int, n_images: int, source: _Sources, run: dict, p: Params) -> dict:
+def _tags(r, kind: str, n_wells: int, n_images: int, source: _Sources, run: Provenance, p: Params) -> dict:
     """The tags of a refit model (and of its registered version): where it came from and what it reads."""
-    tracked = run["tracked"]
+    tracked = run.tracked
     return {
         "cytokine": r.cytokine,
         "slug": slugify(r.cytokine),
@@ -486,8 +493,8 @@ def _tags(r, kind: str, n_wells: int, n_images: int, source: _Sources, run: dict
         "wrangle_threshold": p.wrangle.threshold,
         "source_run_id": tracked.nested[f"{r.architecture}/{r.augmentation}"],
         "pipeline_run_id": tracked.run_id,
-        "data_version": run["data_version"],
-        "git_commit": run["git_commit"],
+        "data_version": run.data_version,
+        "git_commit": run.git_commit,
         "output": OUTPUT if kind == "cnn" else "P(responder) (sigmoid) of the ViT features",
     }
 
@@ -508,110 +515,9 @@ def _registered_note(entry: dict, cytokine: str, called: bool) -> str:
     return note + f"; not predictable: no @{ALIAS}"
 
 
-def _write(listing: dict, out: Path) -> None:
+def write(listing: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(listing, indent=2) + "\n")
-
-
-# ---- loading --------------------------------------------------------------------------------
-
-
-def load_vit(model_uri: str):
-    """A logged ViT model (its head) put together with its backbone: one Keras model reading images as
-    `features.to_vit_input` makes them. The backbone is rebuilt from the weights file the run used (or, for a
-    random backbone, from its seed), so nothing logged holds vit-keras' Lambda layers (no need for
-    `safe_mode=False`)."""
-    import keras
-    import mlflow
-
-    from cytoops import models
-
-    meta = (mlflow.models.get_model_info(model_uri).metadata or {}).get("cytoops", {})
-    backbone_meta = meta.get("backbone")
-    if not backbone_meta:
-        raise ValueError(f"{model_uri} is not a cytoops ViT head (no backbone reference in its metadata)")
-    head = mlflow.keras.load_model(model_uri)
-    weights = None if backbone_meta["weights"] == "random" else backbone_meta["weights"]
-    if weights is None:
-        keras.utils.set_random_seed(int(backbone_meta["seed"]))  # as the features stage seeded it
-    size = int(backbone_meta["image_size"])
-    backbone, _ = models.build_backbone(
-        models.ModelParams(vit_weights=weights, vit_layers=int(backbone_meta["layers"])), image_size=size
-    )
-    inputs = keras.Input(shape=(size, size, 3))
-    return keras.Model(inputs, head(backbone(inputs)), name=f"{head.name}_with_backbone")
-
-
-def registered_names(client) -> list[str]:
-    names, token = [], None
-    while True:
-        page = retry(
-            client.search_registered_models,
-            filter_string=f"name LIKE '{PREFIX}%'",
-            max_results=200,
-            page_token=token,
-        )
-        names += [m.name for m in page]
-        token = page.token
-        if not token:
-            return sorted(names)
-
-
-def resolve_name(client, cytokine: str) -> str:
-    """The registered model of a cytokine named as in the plate or by its slug (any letter case)."""
-    try:
-        wanted = model_name(cytokine)
-    except ValueError as err:
-        raise TrackingError(str(err)) from None
-    names = registered_names(client)
-    for name in names:
-        if name == wanted:
-            return name
-    for name in names:
-        if name.lower() == wanted.lower():
-            return name
-    have = ", ".join(n[len(PREFIX) :] for n in names) or "none"
-    raise TrackingError(f"no registered model {wanted} for {cytokine!r}; registered cytokines: {have}")
-
-
-def champion(client, cytokine: str) -> dict:
-    """What the registry says about a cytokine's champion; when it has none (the verdict did not call it
-    predictable), its best CNN (@best-cnn), with a `note` saying so."""
-    name = resolve_name(client, cytokine)
-    alias, note = ALIAS, ""
-    mv = _alias_version(client, name, ALIAS)
-    if mv is None:
-        mv = _alias_version(client, name, BEST_ALIAS)
-        if mv is None:
-            raise TrackingError(f"{name} has no version with the alias {ALIAS!r} or {BEST_ALIAS!r}")
-        alias = BEST_ALIAS
-        note = (
-            f"{name} has no @{ALIAS} (the verdict did not call {cytokine} predictable): "
-            f"using its best CNN, @{BEST_ALIAS} (v{mv.version}); its calls may be no better than chance"
-        )
-    tags = dict(mv.tags)
-    return {
-        "cytokine": tags.get("cytokine", cytokine),
-        "registered_model": name,
-        "version": str(mv.version),
-        "alias": alias,
-        "note": note,
-        "model_uri": f"models:/{name}@{alias}",
-        "architecture": tags.get("architecture"),
-        "augmentation": tags.get("augmentation"),
-        "cv_f1": float(tags["cv_f1"]) if tags.get("cv_f1") not in (None, "nan") else None,
-        "cv_roc_auc": float(tags["cv_roc_auc"]) if tags.get("cv_roc_auc") not in (None, "nan") else None,
-        "epochs": int(tags["epochs"]) if tags.get("epochs", "").isdigit() else None,
-        "n_wells": int(tags["n_wells"]) if tags.get("n_wells", "").isdigit() else None,
-        "channels": tags.get("channels", "").split(",") if tags.get("channels") else [],
-        "image_size": int(tags["image_size"]) if tags.get("image_size", "").isdigit() else None,
-        "wrangle_method": tags.get("wrangle_method"),
-        "wrangle_threshold": float(tags["wrangle_threshold"]) if tags.get("wrangle_threshold") else None,
-        "source_run_id": tags.get("source_run_id"),
-        "pipeline_run_id": tags.get("pipeline_run_id"),
-        "data_version": tags.get("data_version"),
-        "run_id": mv.run_id,
-    }
 
 
 # ---- commands --------------------------------------------------------------------------------
@@ -653,47 +559,11 @@ def command(
     cytokine predictable; write the listing."""
     p = load_params(params_file, overrides)
     tracked = tracking.Tracked.load(run_file)
-    tracking.connect(p.tracking.experiment)
+    connect(p.tracking.experiment)
     commit = tracking.git_info().get("git_commit", "")
-    if vit_features is not None and not vit_features.exists():
-        vit_features = None
+    run = Provenance(tracked, tracking.data_version(data_dvc), commit)
+    evidence = load_evidence(trained, wrangled, views, vit_features, scores, verdict, p)
     with tracking.resume(tracked, "register"):
-        register(
-            tracked,
-            trained,
-            wrangled,
-            views,
-            vit_features,
-            scores,
-            verdict,
-            out,
-            p,
-            data_version=tracking.data_version(data_dvc),
-            git_commit=commit,
-        )
-
-
-def best_model_command(
-    cytokine: str = typer.Argument(
-        ..., help="Cytokine as named in the plate (IL-6, TNF-α) or its slug (TNF-alpha)."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of lines."),
-) -> None:
-    """The registered champion of a cytokine (else its best CNN, said so): model URI, version, architecture,
-    augmentation, CV F1."""
-    import mlflow
-
-    tracking.connect()
-    info = champion(mlflow.MlflowClient(), cytokine)
-    if info["note"]:
-        typer.echo(f"note: {info['note']}", err=True)
-    if as_json:
-        typer.echo(json.dumps(info, indent=2))
-        return
-    typer.echo(f"{info['cytokine']}: {info['model_uri']} (version {info['version']})")
-    typer.echo(
-        f"  {info['architecture']}/{info['augmentation']}, CV F1 {info['cv_f1']}, "
-        f"refit {info['epochs']} epochs on {info['n_wells']} wells, channels {','.join(info['channels'])}, "
-        f"{info['image_size']}x{info['image_size']}"
-    )
-    typer.echo(f"  source run {info['source_run_id']} (pipeline run {info['pipeline_run_id']})")
+        listing = register(run, evidence, p)
+    write(listing, out)
+    log.info(f"register: listing -> {out}")

@@ -212,13 +212,13 @@ def template_db(tmp_path_factory) -> Path:
     import contextlib
     import sqlite3
 
-    from cytoops import tracking
+    from cytoops import store as mlstore
 
     db = tmp_path_factory.mktemp("template") / "mlflow.db"
     before = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
     try:
-        tracking.connect()
+        mlstore.connect()
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI")
         if before is not None:

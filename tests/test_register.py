@@ -25,9 +25,22 @@ import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from cytoops import augment, evaluate, features, models, params, register, tables, tracking
-from cytoops import train as train_mod
+from cytoops import (
+    augment,
+    cvresult,
+    evaluate,
+    features,
+    models,
+    params,
+    register,
+    registry,
+    serving,
+    tables,
+    tracking,
+)
+from cytoops import store as mlstore
 from cytoops.cli import app
+from cytoops.fitter import Fitter
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = (("wide_cnn", "none"), ("wide_cnn", "hflip"))  # deep_cnn needs 64x64: too slow here
@@ -124,14 +137,14 @@ def prepared(data: Path, root: Path) -> dict[str, Path]:
                 "seconds": 0.1,
             }
         )
-    result = train_mod.Result(
+    result = cvresult.Result(
         predictions=pd.concat(preds, ignore_index=True),
         curves=pd.concat(curves, ignore_index=True),
         fits=pd.DataFrame(fits),
         failures=pd.DataFrame(columns=[*tables.UNIT, "error"]),
         folds=pd.DataFrame(columns=["cytokine", "repeat", "well_index", "fold"]),
     )
-    train_mod.save(result, w / "train")
+    cvresult.save(result, w / "train")
     evaluate.run(
         result, cytokines, root / "reports", root / "metrics" / "summary.json", params.EvaluateParams()
     )
@@ -217,7 +230,7 @@ def test_best_cnns_are_registered_and_only_predictable_ones_are_champions(wide_p
     for cytokine, (arch, aug) in BEST.items():
         entry = by_cytokine[cytokine]
         assert (entry["architecture"], entry["augmentation"]) == (arch, aug)
-        name = register.model_name(cytokine)
+        name = registry.model_name(cytokine)
         mv = client.get_model_version_by_alias(name, "best-cnn")
         assert str(mv.version) == entry["version"] == "1"
         assert mv.tags["architecture"] == arch and mv.tags["augmentation"] == aug
@@ -312,7 +325,7 @@ def test_a_vit_model_is_its_head_plus_a_backbone_reference(tmp_path, store):
     bank = augment.make_bank(rng.random((4, 3, 32, 32)).astype(np.float32), ("none",))
     feats = features.compute(bank, params.FeaturesParams(seed=7), vit_layers=1, progress=False)
     head = models.build_head("vit_linear", models.VIT_FEATURES, models.ModelParams())
-    s = tracking.connect("cytoops")
+    s = mlstore.connect("cytoops")
     backbone = {"weights": "random", "seed": 7, "layers": 1, "image_size": 32}
     with tracking.active_run(experiment_id=s.experiment_id):
         info = register.log_keras_model(
@@ -326,7 +339,7 @@ def test_a_vit_model_is_its_head_plus_a_backbone_reference(tmp_path, store):
     # what was logged is the head alone: it loads with Keras' safe mode (vit-keras' Lambda layers would not)
     logged = mlflow.keras.load_model(info.model_uri)
     assert [type(layer).__name__ for layer in logged.layers] == ["Dense"]
-    full = register.load_vit(info.model_uri)
+    full = serving.load_vit(info.model_uri)
     images = features.to_vit_input(bank.images[0])
     np.testing.assert_allclose(
         full.predict(images, verbose=0), head.predict(feats.values[0], verbose=0), rtol=1e-4, atol=1e-5
@@ -423,7 +436,7 @@ def test_refit_is_the_cross_validation_loop_run_for_a_fixed_number_of_epochs():
     y = np.arange(24) % 2
     x = rng.random((24, 16, 16, 3)).astype(np.float32)
     x[y == 1, ..., 0] += 0.5
-    fitter = train_mod.Fitter(params.TrainParams(epochs=6, batch_size=8, patience=10, learning_rate=0.003))
+    fitter = Fitter(params.TrainParams(epochs=6, batch_size=8, patience=10, learning_rate=0.003))
     _, scored, _ = fitter.fit("wide_cnn", x, y, x[:6], y[:6], seed=7)
     model = register.refit(fitter, "wide_cnn", x, y, epochs=4, seed=7)
     refit_weights = [w.copy() for w in model.get_weights()]

@@ -26,6 +26,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from cytoops import cvresult, evaluate, params, tables, tracking
+from cytoops import store as mlstore
 from cytoops.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,7 +150,7 @@ def test_track_logs_a_parent_run_and_a_nested_run_per_model(tmp_path, store, mon
         ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO
     ).stdout.strip()
     assert tags["git_commit"] == commit and tags["mlflow.source.git.commit"] == commit
-    assert tags[tracking.TAG_PID] == str(os.getpid()) and tags[tracking.TAG_HOST] == socket.gethostname()
+    assert tags[mlstore.TAG_PID] == str(os.getpid()) and tags[mlstore.TAG_HOST] == socket.gethostname()
     flat = params.load(REPO / "params.yaml", ["train.epochs=7"]).flat()
     assert set(flat) <= set(parent.data.params)  # every param, flattened
     assert parent.data.params["train.epochs"] == "7"
@@ -203,7 +204,7 @@ def test_track_logs_a_parent_run_and_a_nested_run_per_model(tmp_path, store, mon
 
 def test_the_run_mlflow_run_made_is_the_parent(tmp_path, store, monkeypatch):
     paths = synthetic_outputs(tmp_path)
-    tracking.connect("cytoops")
+    mlstore.connect("cytoops")
     client = MlflowClient(store)
     made = client.create_run(client.get_experiment_by_name("cytoops").experiment_id, run_name="mlflow-run")
     monkeypatch.setenv("MLFLOW_RUN_ID", made.info.run_id)
@@ -223,46 +224,46 @@ def test_store_location_follows_the_repository(tmp_path, monkeypatch):
     repo = tmp_path / "repo"
     (repo / "sub").mkdir(parents=True)
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    assert tracking.repo_root(repo / "sub") == repo.resolve()
-    assert tracking.resolve_uri(repo / "sub") == f"sqlite:///{repo.resolve() / 'mlflow.db'}"
+    assert mlstore.repo_root(repo / "sub") == repo.resolve()
+    assert mlstore.resolve_uri(repo / "sub") == f"sqlite:///{repo.resolve() / 'mlflow.db'}"
     # `dvc exp run --temp` runs the stages in a git copy under .dvc/tmp/exps/: the store stays the user's
     temp = repo / ".dvc" / "tmp" / "exps" / "standalone" / "tmpab12cd"
     temp.mkdir(parents=True)
     subprocess.run(["git", "init", "-q", str(temp)], check=True)
-    assert tracking.repo_root(temp) == repo.resolve()
+    assert mlstore.repo_root(temp) == repo.resolve()
     monkeypatch.setenv("DVC_ROOT", str(repo))  # what DVC sets for every stage, pointing at the user's repo
-    assert tracking.repo_root(temp) == repo.resolve()
+    assert mlstore.repo_root(temp) == repo.resolve()
     assert (
-        tracking.artifact_location(tracking.resolve_uri(temp), "cytoops")
+        mlstore.artifact_location(mlstore.resolve_uri(temp), "cytoops")
         == (repo / "mlartifacts" / "cytoops").resolve().as_uri()
     )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert tracking.resolve_uri(temp) == "http://127.0.0.1:5000"
+    assert mlstore.resolve_uri(temp) == "http://127.0.0.1:5000"
 
 
 def test_a_killed_run_is_marked_killed_on_the_next_start(tmp_path, store):
-    store_ = tracking.connect("cytoops")
+    store_ = mlstore.connect("cytoops")
     client = MlflowClient(store)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     host = socket.gethostname()
     stale = client.create_run(
-        store_.experiment_id, tags={tracking.TAG_PID: str(dead.pid), tracking.TAG_HOST: host}
+        store_.experiment_id, tags={mlstore.TAG_PID: str(dead.pid), mlstore.TAG_HOST: host}
     )
     alive = client.create_run(
-        store_.experiment_id, tags={tracking.TAG_PID: str(os.getpid()), tracking.TAG_HOST: host}
+        store_.experiment_id, tags={mlstore.TAG_PID: str(os.getpid()), mlstore.TAG_HOST: host}
     )
     elsewhere = client.create_run(
-        store_.experiment_id, tags={tracking.TAG_PID: "1", tracking.TAG_HOST: "other-host"}
+        store_.experiment_id, tags={mlstore.TAG_PID: "1", mlstore.TAG_HOST: "other-host"}
     )
-    tracking.connect("cytoops")
+    mlstore.connect("cytoops")
     assert client.get_run(stale.info.run_id).info.status == "KILLED"
     assert client.get_run(alive.info.run_id).info.status == "RUNNING"
     assert client.get_run(elsewhere.info.run_id).info.status == "RUNNING"  # cannot tell: left alone
 
 
 def test_runs_end_failed_or_killed_when_the_block_does(tmp_path, store):
-    s = tracking.connect("cytoops")
+    s = mlstore.connect("cytoops")
     p = params.Params()
     with pytest.raises(ValueError):
         with tracking.pipeline_run(s, p, data_dvc=None, stage="test") as tracked:
@@ -457,7 +458,7 @@ def test_creating_a_store_leaves_no_lock_file_behind(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     db = tmp_path / "store" / "mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
-    tracking.connect("cytoops")
+    mlstore.connect("cytoops")
     assert list(temp.iterdir()) == []
     assert sorted(p.name for p in db.parent.iterdir() if "lock" in p.name) == []
 
