@@ -226,7 +226,7 @@ def test_no_deep_learning_imports():
 
 
 def test_plate_reader_reads_the_demo_plate(written):
-    plate = pytest.importorskip("cytoops.plate", reason="cytoops/plate.py (the reader) is not written yet")
+    plate = pytest.importorskip("cytoops.plate", reason="cytoops/plate (the reader) is not written yet")
     if not hasattr(plate, "read_plate"):
         pytest.skip("cytoops.plate has no read_plate yet")
     read = plate.read_plate(written)
