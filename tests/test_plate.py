@@ -392,3 +392,13 @@ def test_check_data_never_raises(tmp_path, tiny_plate):
     plates, problems = check_data(data_dir)
     assert [plate.plate_id for plate in plates] == ["good"]
     assert sorted(problem.level for problem in problems) == ["error", "warning"]
+
+
+def test_a_broken_plate_yaml_is_located_but_never_quoted(tiny_plate):
+    data_dir = tiny_plate()
+    (plate_of(data_dir) / "plate.yaml").write_text("channels: [actin, mito\nSECRET_TOKEN: hunter2\n")
+    with pytest.raises(PlateError) as caught:
+        read(data_dir)
+    [problem] = caught.value.problems
+    assert problem.what == "cannot be read (not valid YAML at line 2, column 13)"
+    assert "SECRET" not in str(caught.value) and "hunter2" not in str(caught.value)

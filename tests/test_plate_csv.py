@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import TINY_WELLS as WELLS
-from conftest import plate_of, read, replace_in
+from conftest import invoke_validate, plate_of, read, replace_in
+
+from cytoops.plate import check_data
 
 
 def test_well_header_is_case_insensitive(tiny_plate):
@@ -82,3 +89,61 @@ def test_layout_extras_and_no_treatment(tiny_plate):
     assert plate.layout["replicate"].tolist() == ["1"] * 8
     [warning] = plate.warnings
     assert "no 'treatment' column" in warning.what
+
+
+# --- one compound, two spellings (issue 19) ----------------------------------------------------------------
+
+
+def write_layout(data_dir, treatments: dict[str, str], plate_id: str = "plate-1") -> None:
+    rows = "".join(f"{well},{treatments.get(well, 'DMSO')},,sample\n" for well in WELLS)
+    (plate_of(data_dir, plate_id) / "layout.csv").write_text("well,treatment,concentration,role\n" + rows)
+
+
+def test_treatments_that_differ_only_in_case_spaces_or_punctuation_are_a_warning(tiny_plate):
+    data_dir = tiny_plate()
+    spelled = {"A01": "CPD-007", "A02": "CPD-007", "A03": "CPD-007", "A04": "CPD-007", "B01": "CPD-007"}
+    write_layout(data_dir, spelled | {"B02": "CPD 007", "B03": "cpd_007", "B04": "CPD-008"})
+    result = invoke_validate(data_dir)
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.output.splitlines() if "differ only in case" in line]
+    assert warned == [
+        f"warning: {plate_of(data_dir) / 'layout.csv'}: column 'treatment': treatments 'CPD-007' "
+        "(wells A01, A02, A03 +2 more), 'CPD 007' (well B02) and 'cpd_007' (well B03) differ only in case, "
+        "spaces or punctuation: folds keep them apart; fix: spell each compound one way in every well "
+        "(or rename one, if they are different compounds)"
+    ]
+    assert result.output.splitlines()[-1].endswith("usable: 1 plate(s), 1 warning(s)")
+
+
+def test_treatment_spellings_are_compared_across_plates(tiny_plate):
+    tiny_plate(plate_id="plate-1")
+    data_dir = tiny_plate(plate_id="plate-2", seed=1)
+    write_layout(data_dir, {"A01": "LPS"}, plate_id="plate-1")
+    write_layout(data_dir, {"B01": "lps", "B02": "lps"}, plate_id="plate-2")
+    _, problems = check_data(data_dir)
+    [warning] = [p for p in problems if "differ only in case" in p.what]
+    assert warning.file == str(data_dir) and warning.level == "warning"
+    assert "'LPS' (well plate-1/A01) and 'lps' (wells plate-2/B01, plate-2/B02)" in warning.what
+    write_layout(data_dir, {"B01": "LPS", "B02": "LPS"}, plate_id="plate-2")
+    assert not [p for p in check_data(data_dir)[1] if "differ only in case" in p.what]
+
+
+# --- files that are not files ------------------------------------------------------------------------------
+
+
+def test_a_pipe_in_place_of_a_csv_is_said_to_be_one_and_never_opened(tiny_plate):
+    data_dir = tiny_plate()
+    layout = plate_of(data_dir) / "layout.csv"
+    layout.unlink()
+    os.mkfifo(layout)  # opening it would wait for a writer forever: run in a process with a time limit
+    code = "from cytoops.cli import main; main()"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run(
+        [sys.executable, "-c", code, "validate", str(data_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"error: {layout}: is a named pipe (FIFO), not a regular file; fix: " in result.stdout

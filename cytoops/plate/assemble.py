@@ -11,8 +11,8 @@ import pandas as pd
 from cytoops.plate.config import DEFAULT_CHANNELS, DEFAULT_PATTERN, read_config
 from cytoops.plate.embeddings import read_embeddings
 from cytoops.plate.images import read_images
-from cytoops.plate.layout import read_layout
-from cytoops.plate.problems import PlateError, Problem, one_line
+from cytoops.plate.layout import read_layout, spelling_problems
+from cytoops.plate.problems import PlateError, Problem, one_line, present
 from cytoops.plate.readouts import read_readouts
 from cytoops.plate.slugs import slugify
 from cytoops.plate.wells import row_major, smallest_format, well_row_col, wells_phrase
@@ -75,7 +75,7 @@ def read_plate(
             path, channels, pattern, fmt, image_size, problems, keep_images
         )
     readouts = None
-    if (path / "cytokines.csv").exists():
+    if present(path / "cytokines.csv"):
         readouts = read_readouts(path, path.name, fmt, problems)
     elif require_readouts:
         fix = "add cytokines.csv: a 'well' column and one column per cytokine"
@@ -194,6 +194,8 @@ def _scan(
             what = f"has {plate.image_dtype} images but plate {first.plate_id} has {first.image_dtype}"
             fix = "check that pixel values are comparable across plates (they are used as read)"
             problems.append(Problem(str(plate.path), "", what, fix, level="warning"))
+    layouts = [(p.plate_id, p.path / "layout.csv", p.layout) for p in plates if p.layout is not None]
+    problems.extend(spelling_problems(layouts, data_dir))
     return plates, problems
 
 

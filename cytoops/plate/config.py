@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from cytoops.plate.problems import Problem, one_line
+from cytoops.plate.problems import Problem, irregular, one_line, present
 from cytoops.plate.wells import FORMATS
 
 DEFAULT_CHANNELS = ("actin", "mito", "nucleus")
@@ -28,17 +28,34 @@ def _pattern_problem(pattern: object) -> str | None:
     return None
 
 
+def _reason(exc: BaseException) -> str:
+    """Why plate.yaml cannot be read, quoting none of it (YAML's own messages quote the offending line)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if isinstance(exc, yaml.YAMLError):
+        return (
+            f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}" if mark else "not valid YAML"
+        )
+    return one_line(exc)  # an OSError: its message names the path only
+
+
 def read_config(path: Path, problems: list[Problem]) -> tuple[tuple[str, ...], str, int | None] | None:
     """(channels, image_pattern, format or None) from plate.yaml with defaults; None when it has errors."""
     file = path / "plate.yaml"
-    if not file.exists():
+    if not present(file):
         return DEFAULT_CHANNELS, DEFAULT_PATTERN, None
     name = str(file)
+    kind = irregular(file)
+    if kind:  # a pipe or a device is never opened: reading one may never end
+        fix = "put the plate.yaml file itself here, or remove the entry"
+        problems.append(Problem(name, "", f"is {kind}, not a regular file", fix))
+        return None
+    fix = "write valid YAML, e.g. 'channels: [actin, mito, nucleus]' on its own line"
     try:
         config = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        fix = "write valid YAML, e.g. 'channels: [actin, mito, nucleus]' on its own line"
-        problems.append(Problem(name, "", f"cannot be read ({one_line(exc)})", fix))
+        problems.append(Problem(name, "", f"cannot be read ({_reason(exc)})", fix))
         return None
     config = {} if config is None else config
     if not isinstance(config, dict):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cytoops.plate.problems import Problem
+from cytoops.plate.problems import Problem, present
 from cytoops.plate.table import NUMBER, read_table
 from cytoops.plate.wells import row_major
 
@@ -15,7 +15,7 @@ from cytoops.plate.wells import row_major
 def read_embeddings(path: Path, plate_id: str, fmt: int | None, problems: list) -> pd.DataFrame | None:
     """embeddings.csv as a frame (index well, float columns); None when absent or unusable."""
     file = path / "embeddings.csv"
-    if not file.exists():
+    if not present(file):
         return None
     table = read_table(file, plate_id, fmt, problems)
     if table is None:

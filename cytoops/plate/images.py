@@ -3,12 +3,16 @@
 Hostile input: an entry named like a well image that cannot be opened (a broken or looping link) is an
 error naming it, never a silently dropped well. Images are read one well at a time and shrunk to the working
 size at once (`validate` keeps no pixels at all), so a plate of 2048 px images needs no more memory than one
-well's file; sizes and dtypes come from the files.
+well's file; sizes and dtypes come from the files. A file is decoded only when its header declares at most
+`max_side` pixels a side and the pixels of the well's channels at that side: a small compressed file claiming
+a huge image is an error naming it, not gigabytes of zeros. A problem never quotes a file's bytes.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -16,10 +20,15 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
-from cytoops.plate.problems import Problem, one_line
+from cytoops.plate.problems import Problem, irregular, one_line
 from cytoops.plate.wells import canonical_well, row_major, well_fix
 
 IMAGE_DTYPES = ("uint8", "uint16", "float32")
+# px: the largest side decoded, unless wrangle.image_size is larger (docs/plate-format.md); 3 x 4096 x 4096
+# uint16 is 100 MB as read and 200 MB as float32, one well at a time
+MAX_IMAGE_SIDE = 4096
+TIFF_HEADERS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # little and big endian, classic and BigTIFF
+QUOTABLE = (OSError, zlib.error)  # errors whose messages hold no file content (a path, a zlib error code)
 
 
 def _pattern_regex(pattern: str, channels: tuple[str, ...]) -> re.Pattern:
@@ -37,21 +46,54 @@ def _pattern_regex(pattern: str, channels: tuple[str, ...]) -> re.Pattern:
     return re.compile("".join(parts) + r"(?i:\.tiff?)")
 
 
-def _load_tiff(file: Path, well: str, problems: list[Problem]) -> np.ndarray | None:
+def max_side(image_size: int | None) -> int:
+    """The largest image side the reader decodes: MAX_IMAGE_SIDE, or the working size when that is larger."""
+    return max(MAX_IMAGE_SIDE, image_size or 0)
+
+
+def _too_large(shape: tuple[int, ...], planes: int, side: int) -> bool:
+    """Whether a declared shape passes `side` on an axis, or holds more pixels than `planes` side x side."""
+    return max(shape, default=0) > side or math.prod(shape) > planes * side * side
+
+
+def _load_tiff(file: Path, well: str, problems: list[Problem], planes: int, side: int) -> np.ndarray | None:
+    """The file's pixels, or None with a problem; `planes` (the channels in it) and `side` (max_side) bound
+    what its header may declare before anything is decoded."""
     where = f"well {well}"
+    fix = "re-export the image: it is truncated or not a TIFF"
     try:
+        with file.open("rb") as handle:
+            header = handle.read(4)
+        if header not in TIFF_HEADERS:  # said without quoting the bytes: the file may hold anything
+            problems.append(Problem(str(file), where, "cannot be read as a TIFF (no TIFF header)", fix))
+            return None
         with tifffile.TiffFile(file) as tiff:
-            dtype = np.dtype(tiff.series[0].dtype)  # from the header: a wrong file is never decoded
+            series = tiff.series[0]  # shape and dtype from the header: a wrong file is never decoded
+            dtype, shape = np.dtype(series.dtype), tuple(int(n) for n in series.shape)
             if dtype.name not in IMAGE_DTYPES:
                 what = f"has dtype {dtype.name}; supported are {', '.join(IMAGE_DTYPES)}"
                 problems.append(Problem(str(file), where, what, "export it as uint8, uint16 or float32"))
+                return None
+            if _too_large(shape, planes, side):
+                gigabytes = math.prod(shape) * dtype.itemsize / 1e9
+                what = (
+                    f"declares an image of shape {shape} ({gigabytes:.1f} GB as read), over the limit of "
+                    f"{planes} x {side} x {side}; it is not decoded"
+                )
+                fix = (
+                    f"export thumbnails of at most {side}x{side} (they are shrunk to wrangle.image_size "
+                    "anyway); a small file that declares this much is damaged or hostile"
+                )
+                problems.append(Problem(str(file), where, what, fix))
                 return None
             array = tiff.asarray()
     except MemoryError:
         raise
     except Exception as exc:  # tifffile raises many types for broken files (TiffFileError, zlib.error, ...)
-        what = f"cannot be read as a TIFF ({type(exc).__name__}: {one_line(exc)})"
-        problems.append(Problem(str(file), where, what, "re-export the image: it is truncated or not a TIFF"))
+        # only messages that cannot hold the file's bytes are quoted (a TiffFileError may echo its header)
+        detail = f": {one_line(exc)}" if isinstance(exc, QUOTABLE) else ""
+        what = f"cannot be read as a TIFF ({type(exc).__name__}{detail})"
+        problems.append(Problem(str(file), where, what, fix))
         return None
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         fix = "re-export it without NaN or infinite pixels"
@@ -61,13 +103,13 @@ def _load_tiff(file: Path, well: str, problems: list[Problem]) -> np.ndarray | N
 
 
 def _well_image(
-    files: dict[str, Path], well: str, channels: tuple[str, ...], problems: list[Problem]
+    files: dict[str, Path], well: str, channels: tuple[str, ...], problems: list[Problem], side: int
 ) -> tuple[np.ndarray, Path] | None:
-    """One well's (C, Y, X) image from its file ("" key) or its per-channel files."""
+    """One well's (C, Y, X) image from its file ("" key) or its per-channel files, none over `side` a side."""
     where = f"well {well}"
     if "" in files:
         file = files[""]
-        array = _load_tiff(file, well, problems)
+        array = _load_tiff(file, well, problems, len(channels), side)
         if array is None:
             return None
         if array.ndim == 2 and len(channels) == 1:
@@ -81,7 +123,7 @@ def _well_image(
             return None
     else:
         file = files[channels[0]]
-        planes = [_load_tiff(files[channel], well, problems) for channel in channels]
+        planes = [_load_tiff(files[channel], well, problems, 1, side) for channel in channels]
         if any(plane is None for plane in planes):
             return None
         for channel, plane in zip(channels, planes, strict=True):
@@ -180,9 +222,9 @@ def _image_files(
         except ValueError as exc:
             problems.append(Problem(str(entry), "", str(exc), well_fix(fmt)))
             continue
-        if not entry.is_file():  # a dangling or looping symbolic link, a socket, ...
-            kind = "a broken or looping symbolic link" if entry.is_symlink() else "not a regular file"
-            what = f"is named like an image but is {kind}: it cannot be read"
+        kind = irregular(entry)  # a dangling or looping link, a device, a pipe, ...: never opened
+        if kind:
+            what = f"is named like an image but is {kind}, not a regular file: it is not read"
             fix = "put the image file itself here (or a link that resolves to it), or remove the entry"
             problems.append(Problem(str(entry), f"well {well}", what, fix))
             continue
@@ -215,7 +257,7 @@ def _read_wells(
             expected = folder / pattern.format(well=well, channel=channel)
             fix = f"add {expected.name} (or remove the well's other channel files)"
             problems.append(Problem(str(expected), f"well {well}, channel {channel}", "is missing", fix))
-        image = None if missing else _well_image(files, well, channels, problems)
+        image = None if missing else _well_image(files, well, channels, problems, max_side(image_size))
         if image is None:
             continue
         array, file = image

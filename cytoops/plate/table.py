@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cytoops.plate.problems import Problem, one_line
+from cytoops.plate.problems import Problem, irregular, one_line
 from cytoops.plate.wells import canonical_well, well_fix
 
 MISSING = {"", "na", "nan", "n/a"}  # compared lower case
@@ -22,6 +22,10 @@ def read_table(
     """A per-well CSV as (value column names, [(where, well, value cells)]); bad rows are reported and
     skipped. Handles the `well` column (any case) and an optional `plate` column. None when unusable."""
     name = str(file)
+    kind = irregular(file)
+    if kind:  # a pipe or a device is never opened: reading one may never end
+        problems.append(Problem(name, "", f"is {kind}, not a regular file", "put the CSV file itself here"))
+        return None
     try:
         with file.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
