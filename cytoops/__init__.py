@@ -4,7 +4,8 @@ The package, top-down (each module's opening docstring says what it owns):
 
 - the command: `cli` (one typer app; each subcommand is the thin I/O edge of one module below) and
   `pipeline` (`cytoops run`: every stage in one process).
-- the stages, in pipeline order (dvc.yaml): `plate` (read and validate raw plates), `wrangle` (targets,
+- the stages, in pipeline order (dvc.yaml): `plate` (read and validate raw plates; a package: well names
+  and slugs, plate.yaml, images, the CSV files, the plate assembled, `validate`), `wrangle` (targets,
   normalized thumbnails), `augment` (flip views), `features` (frozen ViT-B/32 features), `profile`
   (morphological profile per well), `train` (cross-validation of every model on the plate's folds: the
   science rules and the dispatch; its engines: `backends` (local processes or Ray), `fitter` (the one

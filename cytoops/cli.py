@@ -1,7 +1,8 @@
 """The `cytoops` command. Each subcommand is the thin I/O edge of one module's pure core.
 
 Bad input (a malformed plate, a wrong param) raises ValueError in the core; here it becomes one line on
-stderr and exit status 2, never a traceback. Running out of memory is one line too, and exit status 1.
+stderr and exit status 2, never a traceback; so is an output folder asked for where a file is. Running out of
+memory is one line too, and exit status 1.
 
 Output: a command's answer (a table, JSON) is printed here; every module logs what it does to its own
 `logging` logger (`cytoops.<module>`), which `configure_logging` sends to the screen as plain lines: info to
@@ -17,6 +18,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import typer
 
@@ -71,6 +73,18 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.propagate = False
 
 
+def _file_in_the_way(err: OSError) -> str:
+    """One line for a path that needs a folder where a file is (an output folder over a file, mostly)."""
+    if err.filename is None:
+        return f"{err.strerror}; fix: give a folder path where a folder is needed"
+    target = Path(err.filename)
+    blocking = next((p for p in (target, *target.parents) if p.exists() and not p.is_dir()), target)
+    within = "" if blocking == target else f" (for {target})"
+    return (
+        f"{blocking}: is a file where a folder is needed{within}; fix: give a folder path, or move the file"
+    )
+
+
 def _friendly(fn: Callable) -> Callable:
     """Bad input is one line and exit status 2, not a traceback."""
 
@@ -84,6 +98,9 @@ def _friendly(fn: Callable) -> Callable:
             raise typer.Exit(2) from None
         except ValueError as err:
             typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        except (FileExistsError, NotADirectoryError) as err:  # a folder to write where a file is
+            typer.echo(f"error: {_file_in_the_way(err)}", err=True)
             raise typer.Exit(2) from None
         except MemoryError:
             typer.echo(

@@ -549,6 +549,7 @@ def command(
     montage: Path | None = typer.Option(None, "--montage", help="Also save a PNG montage of example wells."),
 ) -> None:
     """Write a simulated 384-well demo plate with known truth (truth.json) in the raw plate format."""
+    out_dir.mkdir(parents=True, exist_ok=True)  # a file in the way fails here, before the simulation
     demo = make_demo_plate(seed, null=null)
     folder = write_demo_plate(demo, out_dir)
     if montage is not None:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cytoops import wrangle
-from cytoops.plate import _resize as resize
+from cytoops.plate import resize
 
 KERAS_ARTIFACT = "keras_model"
 OUTPUT_COLUMN = "p_responder"

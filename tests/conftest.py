@@ -136,6 +136,47 @@ def tiny_plate(tmp_path):
     return make
 
 
+# ---- helpers for the plate reader's tests (tests/test_plate*.py) -----------------------------------------
+
+
+def plate_of(data_dir: Path, plate_id: str = "plate-1") -> Path:
+    return data_dir / plate_id
+
+
+def read(data_dir: Path, **options):
+    """The plate `plate-1` of a data dir, read with cytoops.plate.read_plate(**options)."""
+    from cytoops.plate import read_plate
+
+    return read_plate(plate_of(data_dir), **options)
+
+
+def write_image(plate: Path, name: str, array: np.ndarray) -> None:
+    tifffile.imwrite(plate / "images" / name, array, photometric="minisblack")
+
+
+def replace_in(file: Path, old: str, new: str) -> None:
+    text = file.read_text(encoding="utf-8")
+    assert old in text
+    file.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def append_line(file: Path, line: str) -> None:
+    with file.open("a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+
+
+def invoke_validate(*args):
+    """`cytoops validate ARGS` through typer's test runner (the command alone, not the whole CLI)."""
+    import typer
+    from typer.testing import CliRunner
+
+    from cytoops.plate import validate_command
+
+    app = typer.Typer()
+    app.command()(validate_command)
+    return CliRunner().invoke(app, [str(arg) for arg in args])
+
+
 # ---- a larger plate, for the end-to-end pipeline test -----------------------------------------------------
 
 WIDE_CYTOKINES = ("IL-6", "TNF-α", "IL-10")

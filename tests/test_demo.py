@@ -226,7 +226,7 @@ def test_no_deep_learning_imports():
 
 
 def test_plate_reader_reads_the_demo_plate(written):
-    plate = pytest.importorskip("cytoops.plate", reason="cytoops/plate.py (the reader) is not written yet")
+    plate = pytest.importorskip("cytoops.plate", reason="cytoops/plate (the reader) is not written yet")
     if not hasattr(plate, "read_plate"):
         pytest.skip("cytoops.plate has no read_plate yet")
     read = plate.read_plate(written)
@@ -237,3 +237,20 @@ def test_plate_reader_reads_the_demo_plate(written):
     assert list(read.readouts.columns) == list(demo.CYTOKINES)
     truth = json.loads((written / "truth.json").read_text(encoding="utf-8"))
     assert int(read.readouts.isna().sum().sum()) == sum(c["n_missing"] for c in truth["cytokines"].values())
+
+
+def test_command_into_a_file_is_one_line_before_any_simulation(tmp_path, monkeypatch):
+    from cytoops import cli
+
+    def never(*args, **kwargs):
+        raise AssertionError("the plate is simulated before the folder is checked")
+
+    monkeypatch.setattr(demo, "make_demo_plate", never)
+    (tmp_path / "data").write_text("a file, not a folder")
+    result = CliRunner().invoke(cli.app, ["demo-plate", str(tmp_path / "data")])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    [line] = result.output.splitlines()
+    assert line == (
+        f"error: {tmp_path / 'data'}: is a file where a folder is needed; "
+        "fix: give a folder path, or move the file"
+    )

@@ -1,99 +1,17 @@
-"""The raw-plate reader against PLATE_FORMAT.md: every accepted variant, every error kind, `validate`."""
+"""The raw-plate reader against docs/plate-format.md: a plate read whole, every error kind, data folders.
+
+The parts have their own files: test_plate_wells, test_plate_images, test_plate_csv, test_plate_validate.
+"""
 
 from __future__ import annotations
-
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
-import typer
-from typer.testing import CliRunner
+from conftest import TINY_WELLS as WELLS
+from conftest import append_line, plate_of, read, replace_in, write_image
 
-from cytoops.plate import (
-    Plate,
-    PlateError,
-    Problem,
-    canonical_well,
-    check_data,
-    read_data,
-    read_plate,
-    slugify,
-    validate_command,
-    well_row_col,
-)
-
-WELLS = ("A01", "A02", "A03", "A04", "B01", "B02", "B03", "B04")
-
-
-def plate_of(data_dir: Path, plate_id: str = "plate-1") -> Path:
-    return data_dir / plate_id
-
-
-def read(data_dir: Path, **options) -> Plate:
-    return read_plate(plate_of(data_dir), **options)
-
-
-def write_image(plate: Path, name: str, array: np.ndarray) -> None:
-    tifffile.imwrite(plate / "images" / name, array, photometric="minisblack")
-
-
-def replace_in(file: Path, old: str, new: str) -> None:
-    text = file.read_text(encoding="utf-8")
-    assert old in text
-    file.write_text(text.replace(old, new, 1), encoding="utf-8")
-
-
-def append_line(file: Path, line: str) -> None:
-    with file.open("a", encoding="utf-8") as handle:
-        handle.write(line + "\n")
-
-
-# --- wells and names ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "fmt", "expected"),
-    [("A1", None, "A01"), ("a01", None, "A01"), ("A001", None, "A01"), (" p24 ", 384, "P24"),
-     ("AF48", 1536, "AF48"), ("h12", 96, "H12"), ("B3", None, "B03")],
-)  # fmt: skip
-def test_canonical_well_accepts_spellings(text, fmt, expected):
-    assert canonical_well(text, fmt) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "fmt", "match"),
-    [("", None, "is not a well name"), ("A", None, "is not a well name"), ("11", None, "is not a well name"),
-     ("A0", None, "is not a well name"), ("A49", None, "is not a well name"),
-     ("AG01", None, "is not a well name"), ("A0001", None, "is not a well name"), ("2A", None, "not a well"),
-     ("I01", 96, "outside a 96-well plate"), ("A13", 96, "outside a 96-well plate"),
-     ("Q01", 384, r"outside a 384-well plate \(rows A-P, columns 1-24\)")],
-)  # fmt: skip
-def test_canonical_well_rejects(text, fmt, match):
-    with pytest.raises(ValueError, match=match):
-        canonical_well(text, fmt)
-
-
-def test_well_row_col():
-    assert well_row_col("B03") == (1, 2)
-    assert well_row_col("a1") == (0, 0)
-    assert well_row_col("AF48") == (31, 47)
-
-
-@pytest.mark.parametrize(
-    ("name", "slug"),
-    [("TNF-α", "TNF-alpha"), ("IFN-γ", "IFN-gamma"), ("IL-12p40/p70", "IL-12p40_p70"),
-     ("Activin A", "Activin_A"), ("IL-1β", "IL-1beta"), (" MIP-1α (CCL3) ", "MIP-1alpha_CCL3"),
-     ("IL-6", "IL-6"), ("TGF-β1 µg/ml", "TGF-beta1_mug_ml"), ("Café--IL..8", "Cafe--IL..8")],
-)  # fmt: skip
-def test_slugify(name, slug):
-    assert slugify(name) == slug
-
-
-def test_slugify_rejects_a_name_without_letters():
-    with pytest.raises(ValueError, match="no letter or digit"):
-        slugify("/ -")
+from cytoops.plate import PlateError, Problem, check_data, read_data, read_plate
 
 
 def test_problem_is_one_line_and_plate_error_joins_them():
@@ -105,9 +23,6 @@ def test_problem_is_one_line_and_plate_error_joins_them():
     assert isinstance(error, ValueError)
     assert error.problems == [named, bare]
     assert str(error) == f"{named}\n{bare}"
-
-
-# --- a good plate and its accepted variants ------------------------------------------------------------
 
 
 def test_reads_the_tiny_plate(tiny_plate):
@@ -143,85 +58,6 @@ def test_well_spellings_are_one_well(tiny_plate, style):
     assert tuple(plate.layout.index) == WELLS and tuple(plate.embeddings.index) == WELLS
 
 
-def test_well_header_is_case_insensitive(tiny_plate):
-    data_dir = tiny_plate()
-    replace_in(plate_of(data_dir) / "cytokines.csv", "well,", "Well,")
-    replace_in(plate_of(data_dir) / "layout.csv", "well,", "WELL,")
-    assert read(data_dir).usable_wells == WELLS
-
-
-def test_one_file_per_channel(tiny_plate):
-    plate = read(tiny_plate(image_pattern="{well}_{channel}.tif"))
-    assert plate.wells == WELLS and plate.images.shape == (8, 3, 16, 16)
-    mito = tifffile.imread(plate.path / "images" / "A03_mito.tif")
-    np.testing.assert_array_equal(plate.images[2, 1], mito.astype(np.float32))
-
-
-@pytest.mark.parametrize("suffix", [".TIFF", ".tiff", ".Tif"])
-def test_tiff_extension_in_any_case(tiny_plate, suffix):
-    data_dir = tiny_plate()
-    images = plate_of(data_dir) / "images"
-    (images / "A02.tif").rename(images / f"A02{suffix}")
-    assert read(data_dir).wells == WELLS
-
-
-def test_channels_and_a_two_dimensional_image_for_one_channel(tiny_plate):
-    plate = read(tiny_plate(channels=("dapi",)))
-    assert plate.channels == ("dapi",) and plate.images.shape == (8, 1, 16, 16)
-
-
-@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
-def test_image_dtypes(tiny_plate, dtype):
-    plate = read(tiny_plate(dtype=dtype))
-    assert plate.image_dtype == dtype and plate.images.dtype == np.float32
-
-
-def test_range_flags_sit_beyond_the_measured_values(tiny_plate):
-    cells = {(well, "IL-6"): value for well, value in zip(WELLS[:4], ["1", "3", "*2", ""], strict=True)}
-    cells |= {
-        ("B01", "IL-6"): "OOR <",
-        ("B02", "IL-6"): "<LLOQ",
-        ("B03", "IL-6"): "OOR >",
-        ("B04", "IL-6"): ">ULOQ",
-    }
-    plate = read(tiny_plate(cells=cells))
-    il6 = plate.readouts["IL-6"]
-    # measured 1, 3, 2 (extrapolated *2 counts): lo 1, hi 3, span 2
-    assert il6[["B01", "B02"]].tolist() == pytest.approx([0.9, 0.9])
-    assert il6[["B03", "B04"]].tolist() == pytest.approx([3.1, 3.1])
-    assert il6["A03"] == 2.0 and np.isnan(il6["A04"])
-
-
-def test_range_flags_without_measured_values(tiny_plate):
-    cells = {(well, "IL-6"): "NA" for well in WELLS}
-    cells |= {("A01", "IL-6"): "oor<", ("A02", "IL-6"): "OOR >"}
-    il6 = read(tiny_plate(cells=cells)).readouts["IL-6"]
-    assert il6["A01"] == pytest.approx(-0.05) and il6["A02"] == pytest.approx(0.05)
-
-
-def test_range_flags_with_one_measured_value(tiny_plate):
-    cells = {(well, "IL-6"): "" for well in WELLS} | {("A01", "IL-6"): "2", ("A02", "IL-6"): ">ULOQ"}
-    assert read(tiny_plate(cells=cells)).readouts.loc["A02", "IL-6"] == pytest.approx(2.05)  # span 1.0
-
-
-@pytest.mark.parametrize("text", ["", "NA", "na", "NaN", "nan", "n/a", "N/A", "  "])
-def test_missing_cells(tiny_plate, text):
-    plate = read(tiny_plate(cells={("B02", "TNF-α"): text}))
-    assert np.isnan(plate.readouts.loc["B02", "TNF-α"])
-    assert plate.readouts.isna().to_numpy().sum() == 1
-    assert "B02" in plate.usable_wells  # missing for that cytokine only
-
-
-@pytest.mark.parametrize(("text", "value"), [("*12.3", 12.3), ("* 7", 7.0), ("-1e-2", -0.01), (".5", 0.5)])
-def test_numbers_and_extrapolated_values(tiny_plate, text, value):
-    assert read(tiny_plate(cells={("A01", "IL-6"): text})).readouts.loc["A01", "IL-6"] == pytest.approx(value)
-
-
-def test_plate_column_equal_to_the_folder(tiny_plate):
-    plate = read(tiny_plate(plate_column=True))
-    assert list(plate.readouts.columns) == ["IL-6", "TNF-α", "IL-12p40/p70"]
-
-
 def test_a_well_with_readouts_but_no_image_is_left_out(tiny_plate):
     plate = read(tiny_plate(no_image=("B03",), extra_readouts=("C05",)))
     assert plate.wells == tuple(w for w in WELLS if w != "B03")
@@ -237,28 +73,6 @@ def test_an_image_with_no_readouts_is_left_out(tiny_plate):
     assert plate.left_out == (("A02", "image but no readouts"),)
     [warning] = plate.warnings
     assert warning.file.endswith("cytokines.csv") and warning.where == "well A02"
-
-
-def test_resizing_shrinks_by_area_and_enlarges(tiny_plate):
-    data_dir = tiny_plate()
-    big = read(data_dir)
-    small = read(data_dir, image_size=8)
-    assert small.images.shape == (8, 3, 8, 8) and small.images.dtype == np.float32
-    expected = big.images.reshape(8, 3, 8, 2, 8, 2).mean(axis=(3, 5))
-    np.testing.assert_allclose(small.images, expected, rtol=1e-5)
-    large = read(data_dir, image_size=24)
-    assert large.images.shape == (8, 3, 24, 24)
-    assert large.images.min() >= big.images.min() and large.images.max() <= big.images.max()
-    odd = read(data_dir, image_size=10)  # not a divisor: still the mean brightness, nothing cropped
-    np.testing.assert_allclose(odd.images.mean(axis=(2, 3)), big.images.mean(axis=(2, 3)), rtol=1e-4)
-
-
-def test_image_size_lets_sizes_differ(tiny_plate):
-    data_dir = tiny_plate()
-    write_image(plate_of(data_dir), "A01.tif", np.ones((3, 32, 32), np.uint16))
-    plate = read(data_dir, image_size=16)
-    assert plate.images.shape == (8, 3, 16, 16)
-    np.testing.assert_allclose(plate.images[0], 1.0)
 
 
 def test_format_from_plate_yaml_or_inferred(tiny_plate):
@@ -281,40 +95,6 @@ def test_optional_files_may_be_absent(tiny_plate):
     assert plate.layout is None and plate.embeddings is None
 
 
-def test_stray_files_are_warnings_and_hidden_files_are_ignored(tiny_plate):
-    data_dir = tiny_plate()
-    images = plate_of(data_dir) / "images"
-    (images / "notes.txt").write_text("exported by the imager")
-    (images / ".DS_Store").write_bytes(b"\0\1")
-    (images / ".ipynb_checkpoints").mkdir()
-    plate = read(data_dir)
-    [warning] = plate.warnings
-    assert warning.file.endswith("notes.txt") and "ignored" in warning.what
-
-
-def test_forgiving_csv_exports(tiny_plate):
-    data_dir = tiny_plate()
-    cytokines = plate_of(data_dir) / "cytokines.csv"
-    lines = cytokines.read_text(encoding="utf-8").splitlines()
-    text = "\r\n".join([lines[0] + ","] + [line + "," for line in lines[1:]] + [",,,,", ""])
-    cytokines.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))  # BOM, CRLF, empty trailing column and row
-    replace_in(plate_of(data_dir) / "layout.csv", "negative_control", "Negative control")
-    plate = read(data_dir)
-    assert list(plate.readouts.columns) == ["IL-6", "TNF-α", "IL-12p40/p70"]
-    assert plate.layout.loc["A01", "role"] == "negative_control"
-
-
-def test_layout_extras_and_no_treatment(tiny_plate):
-    data_dir = tiny_plate()
-    (plate_of(data_dir) / "layout.csv").write_text("well,replicate\n" + "".join(f"{w},1\n" for w in WELLS))
-    plate = read(data_dir)
-    assert plate.layout["treatment"].tolist() == list(WELLS)  # each well its own group
-    assert plate.layout["role"].eq("sample").all() and plate.layout["concentration"].isna().all()
-    assert plate.layout["replicate"].tolist() == ["1"] * 8
-    [warning] = plate.warnings
-    assert "no 'treatment' column" in warning.what
-
-
 def test_read_data_reads_every_plate_and_ignores_hidden_entries(tiny_plate):
     tiny_plate(plate_id="plate-1")
     data_dir = tiny_plate(plate_id="plate-2", seed=1)
@@ -322,9 +102,6 @@ def test_read_data_reads_every_plate_and_ignores_hidden_entries(tiny_plate):
     (data_dir / ".DS_Store").write_text("")
     plates = read_data(data_dir)
     assert [plate.plate_id for plate in plates] == ["plate-1", "plate-2"]
-
-
-# --- errors: each names the file, the well or row, and the fix ----------------------------------------
 
 
 def _edited(edit, **options):
@@ -617,129 +394,11 @@ def test_check_data_never_raises(tmp_path, tiny_plate):
     assert sorted(problem.level for problem in problems) == ["error", "warning"]
 
 
-# --- the validate command -------------------------------------------------------------------------------
-
-
-def invoke(*args: str):
-    app = typer.Typer()
-    app.command()(validate_command)
-    return CliRunner().invoke(app, [str(arg) for arg in args])
-
-
-def listing(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(path): (path.stat().st_size, path.stat().st_mtime_ns) for path in sorted(folder.rglob("*"))}
-
-
-def test_validate_a_good_plate(tiny_plate):
-    data_dir = tiny_plate(no_image=("B04",), cells={("A01", "IL-6"): "NA", ("A02", "IL-6"): ""})
-    before = listing(data_dir)
-    result = invoke(data_dir)
-    assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
-    assert lines[0] == (
-        "plate-1: 7 wells with images, 7 usable, 96-well format, channels actin/mito/nucleus, "
-        "images 16x16 uint16, 3 cytokines, 2 missing readouts, 1 wells left out (1 readouts but no image)"
-    )
-    assert lines[1].startswith("warning: ") and "well B04: readouts but no image" in lines[1]
-    assert lines[-1].endswith("usable: 1 plate(s), 1 warning(s)")
-    assert listing(data_dir) == before
-
-
-def test_validate_with_image_size(tiny_plate):
-    result = invoke(tiny_plate(), "--image-size", "8")
-    assert result.exit_code == 0 and "images 8x8 uint16" in result.output
-
-
-def test_validate_a_bad_plate(tiny_plate):
-    data_dir = tiny_plate(cells={("A03", "IL-6"): "lots"}, plate_yaml={"format": 384})
-    plate = plate_of(data_dir)
-    (plate / "images" / "B01.tif").write_bytes(b"")
-    (plate / "images" / "thumbs.db").write_bytes(b"")
-    before = listing(data_dir)
-    result = invoke(data_dir)
-    assert result.exit_code == 1
-    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
-    _, problems = check_data(data_dir)
-    lines = result.output.splitlines()
-    assert len(problems) == 3
-    for problem in problems:
-        assert f"{problem.level}: {problem}" in lines
-    assert lines[-1].endswith("not usable: 2 error(s), 1 warning(s)")
-    assert listing(data_dir) == before
-
-
-def test_validate_a_missing_folder(tmp_path):
-    result = invoke(tmp_path / "nowhere")
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "nowhere: does not exist" in result.output
-
-
-# --- hostile names and links (issue 14) -----------------------------------------------------------------
-
-
-def test_a_very_long_cytokine_name_gets_a_bounded_slug_and_validate_says_so(tiny_plate):
-    from cytoops import tracking
-    from cytoops.plate import SLUG_MAX
-
-    long_a, long_b = "IL-" + "x" * 297, "IL-" + "x" * 296 + "y"
-    data_dir = tiny_plate(cytokines=("IL-6", long_a, long_b))
-    slugs = {slugify(long_a), slugify(long_b)}
-    assert len(slugs) == 2 and all(len(slug) <= SLUG_MAX for slug in slugs)
-    assert slugify("IL-6") == "IL-6"  # short names unchanged
-    key = tracking.metric_key("val_loss", slugify(long_a), "deep_cnn", "hvflip", "r9", "f9")
-    assert len(key) < 250  # MLflow's limit on a metric name
-    result = invoke(data_dir)
-    assert result.exit_code == 0, result.output
-    warned = [line for line in result.output.splitlines() if "cytokine name is 300 characters" in line]
-    assert len(warned) == 2 and all(line.startswith("warning: ") for line in warned)
-    assert slugify(long_a) in result.output
-
-
-@pytest.mark.parametrize("kind", ["dangling", "loop"])
-def test_a_broken_symlink_named_like_a_well_image_is_an_error_naming_it(tiny_plate, kind):
-    data_dir = tiny_plate(no_image=("B04",))
-    link = plate_of(data_dir) / "images" / "B04.tif"
-    link.symlink_to(link if kind == "loop" else link.parent / "gone.tif")
-    with pytest.raises(PlateError) as err:
-        read_plate(plate_of(data_dir))
-    errors = [p for p in err.value.problems if p.level == "error"]
-    assert len(errors) == 1 and errors[0].file == str(link) and "well B04" in str(errors[0])
-    result = invoke(data_dir)
-    assert result.exit_code == 1 and "Traceback" not in result.output
-
-
-def test_validate_keeps_no_pixels_and_notes_images_far_larger_than_the_working_size(tiny_plate):
-    data_dir = tiny_plate(size=256)
-    plates, problems = check_data(data_dir, keep_images=False)
-    assert plates[0].images.shape == (8, 3, 0, 0) and plates[0].source_size == 256 and not problems
-    result = invoke(data_dir)
-    assert result.exit_code == 0, result.output
-    assert "images 256x256 uint16" in result.output
-    notes = [line for line in result.output.splitlines() if line.startswith("note: images are 256x256")]
-    assert len(notes) == 1 and "4x the working size 64x64" in notes[0]
-    shutil.rmtree(plate_of(data_dir))
-    small = invoke(tiny_plate(plate_id="small", size=16))
-    assert small.exit_code == 0 and "note:" not in small.output
-
-
-def test_each_image_is_resized_as_it_is_read(tiny_plate, monkeypatch):
-    """At most one full-size well image is alive at a time: each is shrunk before the next file is read."""
-    import cytoops.plate as plate_mod
-
-    alive, peak, real_resize, real_load = [], [], plate_mod._resize, plate_mod._load_tiff
-
-    def load(file, well, problems):
-        array = real_load(file, well, problems)
-        alive.append(well)
-        peak.append(len(set(alive)))
-        return array
-
-    def resize(image, size):
-        alive.clear()
-        return real_resize(image, size)
-
-    monkeypatch.setattr(plate_mod, "_load_tiff", load)
-    monkeypatch.setattr(plate_mod, "_resize", resize)
-    plate = read_plate(plate_of(tiny_plate(size=64)), image_size=32)
-    assert plate.images.shape == (8, 3, 32, 32) and plate.images.dtype == np.float32
-    assert max(peak) == 1
+def test_a_broken_plate_yaml_is_located_but_never_quoted(tiny_plate):
+    data_dir = tiny_plate()
+    (plate_of(data_dir) / "plate.yaml").write_text("channels: [actin, mito\nSECRET_TOKEN: hunter2\n")
+    with pytest.raises(PlateError) as caught:
+        read(data_dir)
+    [problem] = caught.value.problems
+    assert problem.what == "cannot be read (not valid YAML at line 2, column 13)"
+    assert "SECRET" not in str(caught.value) and "hunter2" not in str(caught.value)

@@ -317,3 +317,23 @@ def test_cytokines_named_like_missing_values_and_numeric_plate_ids_survive_a_rou
     p = Params(train=TrainParams(architectures=("wide_cnn",)))
     inputs = dataset.load_inputs(tmp_path / "w", tmp_path / "views.npz", None, p)
     assert inputs.kept and set(inputs.kept) <= set(inputs.labels.cytokine)
+
+
+@pytest.mark.parametrize("where", ["out", "out/sub"])
+def test_wrangle_into_a_file_is_one_line_naming_it(tiny_plate, tmp_path, where):
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from cytoops import cli
+
+    data_dir = tiny_plate()
+    (tmp_path / "out").write_text("a file, not a folder")
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    args = ["wrangle", "--data", str(data_dir), "--out", str(tmp_path / where), "--params", str(params)]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    [line] = result.output.splitlines()
+    assert (
+        line.startswith(f"error: {tmp_path / 'out'}: is a file where a folder is needed") and "fix: " in line
+    )
