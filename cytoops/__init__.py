@@ -7,7 +7,7 @@ The package, top-down (each module's opening docstring says what it owns):
 - the stages, in pipeline order (dvc.yaml): `plate` (read and validate raw plates), `wrangle` (targets,
   normalized thumbnails), `augment` (flip views), `features` (frozen ViT-B/32 features), `profile`
   (morphological profile per well), `train` (cross-validation of every model on the plate's folds; its
-  engines: `backends`, `fitter` (the one training loop), `batched`, `multitask`), `evaluate` (the study's
+  engines: `backends`, `fitter` (the one training loop), `multitask`), `evaluate` (the study's
   scores and figures), `verdict` (which cytokines images predict: baselines, calibrated test, call;
   `report` draws it), `tracking` (MLflow runs), `register` (champions in the model registry; `serving`
   answers for them), `predict` (new plates scored by the champions).
