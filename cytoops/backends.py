@@ -1,8 +1,7 @@
 """Where the train stage's tasks run: `local` (this machine: in-process or a process pool) or `ray`.
 
-`run` hands the tasks still to do to `train.backend` in jobs (a task each; under train.batched, up to
-`train.batched_tasks` tasks of one architecture whose units train together, `batched.run_tasks`) and yields
-`(task, part)` as each job finishes, in completion order; a task's part is what `train.run_task` returns.
+`run` hands the tasks still to do to `train.backend` and yields `(task, part)` as each task finishes, in
+completion order; a task's part is what `train.run_task` returns.
 A backend (`run_local`, `run_ray`) runs any list of items with a function `run(item, inputs, params, fitter,
 sources)` and yields `(item, result)`. The caller (`train.cross_validate`) alone writes the task cache, the
 files and MLflow: workers only compute and send their rows back, so there is one writer whatever the backend.
@@ -21,7 +20,6 @@ failing unit as a failure row).
 
 from __future__ import annotations
 
-import functools
 import multiprocessing
 import os
 import sys
@@ -64,11 +62,10 @@ _WORKER: dict = {}  # per worker process (pool or Ray): params, Fitter, sources,
 
 
 def make_fitter(params):
-    """fitter.Fitter (one unit at a time), or batched.BatchedFitter under train.batched."""
-    from cytoops import batched
+    """The worker's fitter.Fitter (one per process: it keeps the compiled models across tasks)."""
     from cytoops.fitter import Fitter
 
-    return batched.BatchedFitter(params) if params.batched else Fitter(params)
+    return Fitter(params)
 
 
 def _pool_init(inputs, params, run: RunTask) -> None:
@@ -156,41 +153,6 @@ def run_ray(tasks: list, inputs, params, run: RunTask, workers: int) -> Iterator
 BACKENDS = {"local": run_local, "ray": run_ray}
 
 
-def plan_jobs(tasks: list, params) -> list[list]:
-    """What one worker call runs: a task; under train.batched, up to train.batched_tasks tasks of one
-    architecture (in the given order), whose units are then trained together."""
-    if not params.batched:
-        return [[task] for task in tasks]
-    by_architecture: dict[str, list] = {}
-    alone = []  # the profile and multitask models do not go through a Fitter: never stacked
-    for task in tasks:
-        if batchable(task.architecture):
-            by_architecture.setdefault(task.architecture, []).append(task)
-        else:
-            alone.append([task])
-    size = params.batched_tasks
-    stacked = [group[i : i + size] for group in by_architecture.values() for i in range(0, len(group), size)]
-    return stacked + alone
-
-
-def batchable(architecture: str) -> bool:
-    from cytoops.params import architecture_kind
-
-    return architecture_kind(architecture) in ("cnn", "vit")
-
-
-def run_job(run_task: RunTask, job: list, inputs, params, fitter, sources) -> list[Part]:
-    """A job's parts, one per task: run_task on each, or their units trained together (train.batched)."""
-    if params.batched and batchable(job[0].architecture):
-        from cytoops import batched
-
-        return batched.run_tasks(run_task, job, inputs, params, fitter, sources)
-    return [run_task(task, inputs, params, fitter, sources) for task in job]
-
-
 def run(tasks: list, inputs, params, run_task: RunTask, workers: int) -> Iterator[tuple[object, Part]]:
-    """The tasks under `params.backend`, yielding (task, part) as each job finishes."""
-    jobs = plan_jobs(tasks, params)
-    backend = BACKENDS[params.backend]
-    for job, parts in backend(jobs, inputs, params, functools.partial(run_job, run_task), workers):
-        yield from zip(job, parts, strict=True)
+    """The tasks under `params.backend`, yielding (task, part) as each task finishes."""
+    yield from BACKENDS[params.backend](tasks, inputs, params, run_task, workers)

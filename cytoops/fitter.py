@@ -1,8 +1,7 @@
 """fitter: one small Keras model trained from fresh seeded weights by a plain mini-batch loop.
 
 The one training loop of cytoops: cross-validation (`train`, the local and Ray backends) and the champions'
-refit (`register`) run it; `batched` stacks many of its fits into one step and matches it unit by unit, and
-`multitask` draws its initial weights the same way (`initial_weights`).
+refit (`register`) run it, and `multitask` draws its initial weights the same way (`initial_weights`).
 """
 
 from __future__ import annotations

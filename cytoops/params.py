@@ -106,8 +106,6 @@ class TrainParams:
     ray_address: str | None = None  # cluster to join; None: $RAY_ADDRESS, else a local runtime per stage
     ray_gpus_per_task: float = 0.25  # share of a GPU each Ray task asks for, where the cluster has GPUs
     ray_retries: int = 3  # times Ray reruns a task whose worker died (killed, out of memory, node lost)
-    batched: bool = False  # train the units of one architecture and input shape at once (batched.py)
-    batched_tasks: int = 1  # under batched: tasks (of one architecture) whose units train together
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -116,13 +114,6 @@ class TrainParams:
             raise ValueError(
                 f"train.ray_gpus_per_task is {self.ray_gpus_per_task}: use a share of one GPU in [0, 1]"
             )
-        if self.batched and self.precision != "float32":
-            raise ValueError(
-                f"train.batched trains in float32, train.precision is {self.precision!r}: "
-                "set train.precision=float32 or train.batched=false"
-            )
-        if self.batched_tasks < 1:
-            raise ValueError(f"train.batched_tasks is {self.batched_tasks}: use 1 or more")
         if self.ray_retries < 0:
             raise ValueError(f"train.ray_retries is {self.ray_retries}: use 0 or more")
         if self.precision not in ("float32", "mixed_bfloat16", "mixed_float16"):

@@ -47,11 +47,16 @@ def test_quick_benchmark_writes_every_field(tiny_plate, tmp_path):
 
     tr = r["trainers"]
     assert tr["matmul_gflops_fp32_one_thread"] > 0
-    assert set(tr["by_architecture"]) == archs and tr["faster"] in ("batched", "one_at_a_time")
+    assert set(tr["by_architecture"]) == archs
     for row in tr["by_architecture"].values():
-        assert row["units"] > 0 and row["one_at_a_time_seconds"] > 0 and row["batched_seconds"] > 0
-        assert row["batched_gflops"] > 0 and row["max_abs_prob_difference"] < 1e-4
-    assert 0 < tr["cnn_fraction_of_matmul_peak"]["wide_cnn"]["batched"]
+        assert row["units"] > 0 and row["seconds"] > 0 and row["gflops"] > 0
+    assert set(tr["cnn_fraction_of_matmul_peak"]) == {"wide_cnn"}
+    assert (
+        0
+        < tr["cnn_fraction_of_matmul_peak"]["wide_cnn"]
+        == tr["by_architecture"]["wide_cnn"]["fraction_of_matmul"]
+    )
+    assert tr["goal_cnn_fraction"] == 0.6 and tr["cnn_goal_met"] in (True, False)
 
     st = r["study"]
     assert st["extrapolated"] is True and st["subset_units_per_architecture"] == 1
@@ -103,14 +108,3 @@ def test_large_image_benchmark_writes_its_fields(tmp_path):
     assert "usable: 1 plate(s)" in r["runs"]["validate"]["output_tail"][-1]
     assert "note: images are 256x256" in " ".join(r["runs"]["wrangle"]["output_head"])
     assert [p for p in tmp_path.iterdir() if p.name.startswith("cytoops-large-")] == []  # cleaned up
-
-
-def test_the_gpu_script_without_a_gpu_says_so_and_writes_nothing(tmp_path):
-    gpu = BENCH.parent / "gpu.py"
-    out = tmp_path / "gpu.json"
-    env = {"PATH": str(tmp_path), "HOME": str(tmp_path)}  # no nvidia-smi on this PATH
-    run = subprocess.run(
-        [sys.executable, str(gpu), "--out", str(out)], capture_output=True, text=True, timeout=120, env=env
-    )
-    assert run.returncode == 2 and "nvidia-smi not found" in run.stderr
-    assert not out.exists()

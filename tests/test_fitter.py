@@ -1,5 +1,5 @@
 """fitter: the one training loop's initial weights are Keras' draw, seeded (the loop itself is tested through
-train's grid in test_train, against the batched trainer in test_batched, as the refit in test_register)."""
+train's grid in test_train, as the refit in test_register)."""
 
 import numpy as np
 import pytest
