@@ -158,7 +158,7 @@ def phase_features(workdir: Path) -> None:
 
 def phase_cytoops(workdir: Path) -> None:
     """cytoops' `train` stage (`cross_validate` on the whole grid), then the seed-noise yardstick."""
-    from cytoops import cvresult, dataset, tables, train
+    from cytoops import cvresult, dataset, schedule, tables, train
     from cytoops.fitter import Fitter
 
     config, p = load_config(workdir)
@@ -171,7 +171,7 @@ def phase_cytoops(workdir: Path) -> None:
     t0 = time.perf_counter()
     result = train.cross_validate(inputs, p.train, progress=False)
     train_s = time.perf_counter() - t0
-    workers = min(train.n_workers(p.train), max(1, len(train.plan(inputs, p.train)[0])))
+    workers = min(schedule.n_workers(p.train), max(1, len(train.plan(inputs, p.train)[0])))
     log(
         f"cytoops: {len(result.fits)} fits ({len(result.failures)} failed) in {train_s:.1f} s, "
         f"{workers} workers"

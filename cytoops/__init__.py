@@ -9,7 +9,8 @@ The package, top-down (each module's opening docstring says what it owns):
   normalized thumbnails), `augment` (flip views), `features` (frozen ViT-B/32 features), `profile`
   (morphological profile per well), `train` (cross-validation of every model on the plate's folds: the
   science rules and the dispatch; its engines: `backends` (local processes or Ray), `fitter` (the one
-  training loop), `multitask`; `taskcache` keeps finished tasks for a rerun), `evaluate` (the study's scores
+  training loop), `multitask`; `schedule` orders the tasks and sizes the bar; `taskcache` keeps finished
+  tasks for a rerun), `evaluate` (the study's scores
   and figures), `verdict` (which cytokines images predict: baselines, calibrated test, call; `report` draws
   it), `tracking` (MLflow runs and what each logs), `register` (refits the models that earned a call and
   registers them; `serving` answers for them), `predict` (new plates scored by the champions).

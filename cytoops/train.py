@@ -17,9 +17,7 @@ unit (no rebuilding or retracing); ViT heads train on the cached backbone featur
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import sys
 import time
 import warnings
@@ -38,6 +36,7 @@ from cytoops.dataset import Inputs, cnn_view_bank, load_inputs, model_input, wid
 from cytoops.fitter import Fitter
 from cytoops.params import TrainParams, architecture_kind
 from cytoops.params import load as load_params
+from cytoops.schedule import interleave, n_workers, task_cost
 from cytoops.taskcache import TaskCache
 
 log = logging.getLogger(__name__)
@@ -419,47 +418,6 @@ def run_multitask(task: Task, inputs: Inputs, params: TrainParams, sources: dict
             row = _fit_row(each, len(fit_wells), len(x_fit), len(val_wells), n_test, best_epoch, n_epochs, t0)
             out["fits"].append(row | {"seconds": round(row["seconds"] / len(inputs.kept), 3)})
     return out
-
-
-def n_workers(params: TrainParams) -> int:
-    """train.workers, where 0 means one per CPU core, or 1 on a machine with an NVIDIA GPU.
-
-    Decided without importing TensorFlow here: the parent process only coordinates, and TensorFlow alone
-    would cost it about 750 MB.
-    """
-    if params.workers > 0:
-        return params.workers
-    has_gpu = any(Path("/dev").glob("nvidia[0-9]*")) and os.environ.get("CUDA_VISIBLE_DEVICES", "0") not in (
-        "",
-        "-1",
-    )
-    return (
-        1
-        if has_gpu
-        else max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    )
-
-
-# relative time of one fit per well, by architecture (benchmarks/results.json: ~0.9 s wide, ~2 s deep, ~0.1 s
-# a ViT head per fit on the demo plate); a task's cost also grows with its wells
-FIT_COST = {"deep_cnn": 2.0, "wide_cnn": 1.0}
-HEAD_COST = 0.1
-
-
-def task_cost(task: Task) -> int:
-    """A task's expected time, in arbitrary units: its architecture's cost per fit times its wells (an int, so
-    that the bar's total is exactly the sum of its steps)."""
-    return round(10 * FIT_COST.get(task.architecture, HEAD_COST) * len(task.wells))
-
-
-def interleave(tasks: list[Task]) -> list[Task]:
-    """Round-robin over architectures, each one's costliest task first: every stretch of the run has the same
-    mix, so the bar's rate (and the time left) holds even where FIT_COST is off (it varies with epochs and
-    machine), and the last round is the smallest cytokines, a short tail."""
-    by_arch: dict[str, list[Task]] = {}
-    for task in sorted(tasks, key=task_cost, reverse=True):
-        by_arch.setdefault(task.architecture, []).append(task)
-    return [t for rnd in itertools.zip_longest(*by_arch.values()) for t in rnd if t is not None]
 
 
 def cross_validate(

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytoops import augment, cvresult, dataset, features, tables, taskcache, train
+from cytoops import augment, cvresult, dataset, features, schedule, tables, taskcache, train
 from cytoops.params import TrainParams
 
 CHANNELS = ("actin", "mito", "nucleus")
@@ -720,11 +720,11 @@ def test_the_progress_bar_advances_by_expected_cost_and_counts_fits(monkeypatch,
     tasks, _, _ = train.plan(inputs, params)
     deep = next(t for t in tasks if t.architecture == "deep_cnn")
     wide = next(t for t in tasks if t.architecture == "wide_cnn" and t.cytokine == deep.cytokine)
-    assert train.task_cost(deep) == 2 * train.task_cost(wide)
+    assert schedule.task_cost(deep) == 2 * schedule.task_cost(wide)
     head = dataclasses.replace(wide, architecture="vit_linear")
-    assert train.task_cost(head) < train.task_cost(wide)
+    assert schedule.task_cost(head) < schedule.task_cost(wide)
     fewer = dataclasses.replace(wide, wells=wide.wells[: len(wide.wells) // 2])
-    assert train.task_cost(fewer) < train.task_cost(wide)
+    assert schedule.task_cost(fewer) < schedule.task_cost(wide)
 
     ran = []
     empty = {"predictions": [], "curves": [], "fits": [], "failures": []}
@@ -734,7 +734,7 @@ def test_the_progress_bar_advances_by_expected_cost_and_counts_fits(monkeypatch,
     assert {t.architecture for t in ran[:2]} == {"wide_cnn", "deep_cnn"}  # the same mix all along
     assert [t.architecture for t in ran[::2]] == [ran[0].architecture] * (len(ran) // 2)
     for arch in ("wide_cnn", "deep_cnn"):  # within an architecture, the costliest (most wells) first
-        costs = [train.task_cost(t) for t in ran if t.architecture == arch]
+        costs = [schedule.task_cost(t) for t in ran if t.architecture == arch]
         assert costs == sorted(costs, reverse=True)
     err = capsys.readouterr().err
     n_fits = len(tasks) * params.folds * len(inputs.strategies)
