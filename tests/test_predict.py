@@ -3,8 +3,10 @@ champions."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sqlite3
 import traceback
 import zipfile
 
@@ -174,6 +176,9 @@ def test_predict_scores_any_family_names_what_it_skips_and_reports_the_transfer(
     _register(served["TNF-α"], "TNF-α", {"family": "profile", "cv_roc_auc": "0.7"})
     gone = _register(served["IL-6"], "IL-10", {"family": "cell_count"})
     mlflow.MlflowClient().delete_model_version("cytoops-IL-10", gone)  # its champion deleted
+    _register(served["IL-6"], "IL-2", {"family": "cell_count"})
+    with contextlib.closing(sqlite3.connect(store.removeprefix("sqlite:///"))) as db, db:
+        db.execute("UPDATE registered_model_aliases SET version = 99 WHERE name = 'cytoops-IL-2'")  # none
     runner = CliRunner()
 
     folder = tmp_path / "pred"
@@ -191,7 +196,8 @@ def test_predict_scores_any_family_names_what_it_skips_and_reports_the_transfer(
     assert set(table.cytokine) == {"IL-6", "TNF-α"} and len(table) == 2 * 36
     assert table.prob.between(0, 1).all() and table.label.notna().all()
     assert "predict: skipped IL-10: cytoops-IL-10 has no version with the alias 'champion'" in result.output
-    assert "36 wells x 2 cytokines" in result.output and "1 skipped" in result.output
+    assert "predict: skipped IL-2: cytoops-IL-2 has no version with the alias 'champion'" in result.output
+    assert "36 wells x 2 cytokines" in result.output and "2 skipped" in result.output
     notes = pd.read_csv(folder / "p_notes.csv").set_index("cytokine")
     assert (
         notes.loc["IL-10", "status"] == "skipped"
