@@ -126,52 +126,7 @@ def build(family: str, fitted, recipe: Recipe, folder: Path, *, cytokine: str | 
     kind = kind_of(family)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    meta: dict = {}
-    if kind in ("cnn", "multitask"):
-        model, head, column = fitted, "two_logits", 0
-        if kind == "multitask":
-            _expect(family, fitted, Multitask)
-            if cytokine not in fitted.cytokines:
-                raise ValueError(
-                    f"multitask_cnn serves one cytokine of {list(fitted.cytokines)}; got {cytokine!r}"
-                )
-            model, head, column = fitted.model, "sigmoid", fitted.cytokines.index(cytokine)
-            meta = {"cytokines": list(fitted.cytokines), "cytokine": cytokine, "column": column}
-        python_model = serving.ThumbnailModel(recipe, head, column)
-        artifacts = {serving.KERAS_ARTIFACT: str(serving.save_keras(model, folder))}
-    elif kind == "vit":
-        _expect(family, fitted, Vit)
-        backbone = _backbone_meta(fitted.backbone, recipe)
-        path = folder / "vit_head.keras"
-        fitted.head.save(path)
-        python_model, artifacts, meta = (
-            VitModel(recipe, backbone),
-            {VIT_HEAD: str(path)},
-            {"backbone": backbone},
-        )
-    elif kind == "profile":
-        _expect(family, fitted, Profile)
-        _needs_nucleus(family, recipe)
-        lacking = [
-            c for c in fitted.model.columns if c != profile.COUNT and c not in fitted.normalization.columns
-        ]
-        if lacking:
-            raise ValueError(
-                f"the profile normalization lacks {len(lacking)} of the model's columns: {lacking[:3]}"
-            )
-        body = {"model": fitted.model.as_dict(), "normalization": fitted.normalization.as_dict()}
-        python_model, artifacts = ProfileServed(recipe), {STATE: _json(folder / "profile.json", body)}
-        meta = {"normalization": fitted.normalization.method, "n_features": len(fitted.model.columns)}
-    else:
-        _expect(family, fitted, CellCount)
-        _needs_nucleus(family, recipe)
-        if fitted.counter not in COUNTERS or len(fitted.linear.coef) != 1:
-            raise ValueError(
-                f"cell_count serves one count column by {' or '.join(COUNTERS)}; got {fitted.counter!r}"
-            )
-        body = {"linear": fitted.linear.as_dict(), "counter": fitted.counter}
-        python_model = CellCountServed(recipe, fitted.counter)
-        artifacts, meta = {STATE: _json(folder / "cell_count.json", body)}, {"counter": fitted.counter}
+    python_model, artifacts, meta = _BUILDERS[kind](family, fitted, recipe, folder, cytokine)
     metadata = {
         "family": family,
         "serving": recipe.as_dict(),
@@ -181,6 +136,66 @@ def build(family: str, fitted, recipe: Recipe, folder: Path, *, cytokine: str | 
         **meta,
     }
     return Servable(family, python_model, artifacts, metadata, _requirements(kind))
+
+
+def _cnn(family: str, fitted, recipe: Recipe, folder: Path, cytokine):
+    if not hasattr(fitted, "get_weights"):
+        raise ValueError(f"{family} is served from its Keras model; got {type(fitted).__name__}")
+    keras_file = str(serving.save_keras(fitted, folder))
+    return serving.ThumbnailModel(recipe), {serving.KERAS_ARTIFACT: keras_file}, {}
+
+
+def _multitask(family: str, fitted, recipe: Recipe, folder: Path, cytokine):
+    _expect(family, fitted, Multitask)
+    if cytokine not in fitted.cytokines:
+        raise ValueError(f"multitask_cnn serves one cytokine of {list(fitted.cytokines)}; got {cytokine!r}")
+    column = fitted.cytokines.index(cytokine)
+    keras_file = str(serving.save_keras(fitted.model, folder))
+    meta = {"cytokines": list(fitted.cytokines), "cytokine": cytokine, "column": column}
+    return serving.ThumbnailModel(recipe, "sigmoid", column), {serving.KERAS_ARTIFACT: keras_file}, meta
+
+
+def _vit(family: str, fitted, recipe: Recipe, folder: Path, cytokine):
+    _expect(family, fitted, Vit)
+    backbone = _backbone_meta(fitted.backbone, recipe)
+    path = folder / "vit_head.keras"
+    fitted.head.save(path)
+    return VitModel(recipe, backbone), {VIT_HEAD: str(path)}, {"backbone": backbone}
+
+
+def _profile(family: str, fitted, recipe: Recipe, folder: Path, cytokine):
+    _expect(family, fitted, Profile)
+    _needs_nucleus(family, recipe)
+    norm = fitted.normalization
+    lacking = [c for c in fitted.model.columns if c != profile.COUNT and c not in norm.columns]
+    if lacking:
+        raise ValueError(
+            f"the profile normalization lacks {len(lacking)} of the model's columns: {lacking[:3]}"
+        )
+    body = {"model": fitted.model.as_dict(), "normalization": norm.as_dict()}
+    meta = {"normalization": norm.method, "n_features": len(fitted.model.columns)}
+    return ProfileServed(recipe), {STATE: _json(folder / "profile.json", body)}, meta
+
+
+def _cell_count(family: str, fitted, recipe: Recipe, folder: Path, cytokine):
+    _expect(family, fitted, CellCount)
+    _needs_nucleus(family, recipe)
+    if fitted.counter not in COUNTERS or len(fitted.linear.coef) != 1:
+        raise ValueError(
+            f"cell_count serves one count column by {' or '.join(COUNTERS)}; got {fitted.counter!r}"
+        )
+    body = {"linear": fitted.linear.as_dict(), "counter": fitted.counter}
+    artifacts = {STATE: _json(folder / "cell_count.json", body)}
+    return CellCountServed(recipe, fitted.counter), artifacts, {"counter": fitted.counter}
+
+
+_BUILDERS = {
+    "cnn": _cnn,
+    "multitask": _multitask,
+    "vit": _vit,
+    "profile": _profile,
+    "cell_count": _cell_count,
+}
 
 
 def _expect(family: str, fitted, kind: type) -> None:

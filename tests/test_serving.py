@@ -262,6 +262,14 @@ def test_a_family_that_cannot_be_served_says_why(plate, tmp_path):
         servable.kind_of("lasso")
     with pytest.raises(ValueError, match=r"profile is served from a servable.Profile; got dict"):
         servable.build("profile", {}, plate["recipe"], tmp_path)
+    with pytest.raises(ValueError, match=r"wide_cnn is served from its Keras model; got dict"):
+        servable.build("wide_cnn", {}, plate["recipe"], tmp_path)
+    bad = servable.CellCount(servable.Linear(*[np.zeros(1)] * 4, 0.0), "guess")
+    with pytest.raises(ValueError, match=r"cell_count serves one count column by segmentation or peaks"):
+        servable.build("cell_count", bad, plate["recipe"], tmp_path)
+    blind = serving.Recipe(("actin", "mito", "dna"), ("actin",), SIZE, (0,) * 3, (1,) * 3)
+    with pytest.raises(ValueError, match=r"cell_count counts nuclei on a 'nucleus' channel"):
+        servable.build("cell_count", servable.CellCount(bad.linear, "peaks"), blind, tmp_path)
 
 
 def test_the_profile_stage_keeps_each_plates_normalization(plate, tmp_path):
