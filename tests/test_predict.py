@@ -234,3 +234,14 @@ def test_predict_scores_any_family_names_what_it_skips_and_reports_the_transfer(
         "error: predict: nothing could be scored: IL-10: cytoops-IL-10"
     )
     assert "IL-99: no registered model cytoops-IL-99" in lines[0]
+
+
+def test_out_must_be_a_file_path(tmp_path):
+    from cytoops.predict import check_out
+
+    assert check_out(tmp_path / "new" / "p.csv") == tmp_path / "new" / "p.csv"
+    with pytest.raises(ValueError, match=r"is a folder: give the CSV file to write"):
+        check_out(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"file is a file, not a folder"):
+        check_out(tmp_path / "file" / "p.csv")

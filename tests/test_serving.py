@@ -348,3 +348,19 @@ def test_mlflow_models_serve_answers_for_a_profile_model_and_explains_a_refusal(
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_a_linear_model_is_plain_numbers_that_answer_as_scikit_learn():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from cytoops import linear
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(50, 3)), (rng.random(50) < 0.5).astype(int)
+    pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
+    model = linear.Linear.from_dict(json.loads(json.dumps(linear.from_pipeline(pipe).as_dict())))
+    np.testing.assert_allclose(model.probability(x), pipe.predict_proba(x)[:, 1], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"the linear model reads 3 columns; got an array shaped \(50, 2\)"):
+        model.probability(x[:, :2])
