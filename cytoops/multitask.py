@@ -40,23 +40,23 @@ def masked_loss(logits, y, w_pos, w_neg):
     return tf.reduce_sum(bce * weight) / tf.maximum(tf.reduce_sum(weight), 1e-6)
 
 
-def fit_predict(
+def fit(
     x_fit: np.ndarray,
     y_fit: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
-    x_test: np.ndarray,
+    x_val: np.ndarray | None,
+    y_val: np.ndarray | None,
     *,
     seed: int,
     epochs: int,
     batch_size: int,
     learning_rate: float,
     patience: int,
-) -> tuple[np.ndarray, dict[str, list[float]], int]:
-    """Train from seeded weights with early stopping on the validation wells; P(responder) of the test wells.
+):
+    """Train from seeded weights with early stopping on the validation wells; without them (x_val None: a
+    refit on every labelled well, the epoch count chosen by the folds) exactly `epochs` epochs, last weights.
 
     x_*: (n, S, S, C) float32 thumbnails (x_fit holds every training view); y_*: (n, K) of 1/0/NaN.
-    Returns (probabilities (n_test, K), history with loss and val_loss per epoch, best epoch (1-based)).
+    Returns (model, history with loss and val_loss per epoch, best epoch (1-based)).
     """
     import keras
     import tensorflow as tf
@@ -81,14 +81,7 @@ def fit_predict(
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
-    @tf.function(input_signature=[x_spec])
-    def forward(x):
-        return model(x, training=False)
-
-    def logits(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([forward(x[i : i + 256]).numpy() for i in range(0, len(x), 256)])
-
-    y_fit32, y_val32 = y_fit.astype(np.float32), y_val.astype(np.float32)
+    y_fit32 = y_fit.astype(np.float32)
     history: dict[str, list[float]] = {"loss": [], "val_loss": []}
     best, best_epoch, best_weights, wait = np.inf, 0, model.get_weights(), 0
     for epoch in range(epochs):
@@ -98,7 +91,11 @@ def fit_predict(
             batch = order[i : i + batch_size]
             total += float(step(x_fit[batch], y_fit32[batch])) * len(batch)
         history["loss"].append(total / len(order))
-        val = float(masked_loss(tf.constant(logits(x_val)), tf.constant(y_val32), w_pos, w_neg))
+        if x_val is None:
+            best_epoch = epoch
+            continue
+        logits = tf.constant(_logits(model, x_val))
+        val = float(masked_loss(logits, tf.constant(y_val.astype(np.float32)), w_pos, w_neg))
         history["val_loss"].append(val)
         if val < best:
             best, best_epoch, best_weights, wait = val, epoch, model.get_weights(), 0
@@ -106,5 +103,25 @@ def fit_predict(
             wait += 1
             if wait >= patience:
                 break
-    model.set_weights(best_weights)
-    return 1.0 / (1.0 + np.exp(-logits(x_test))), history, best_epoch + 1
+    if x_val is not None:
+        model.set_weights(best_weights)
+    return model, history, best_epoch + 1
+
+
+def _logits(model, x: np.ndarray) -> np.ndarray:
+    return np.concatenate(
+        [np.asarray(model(x[i : i + 256], training=False)) for i in range(0, len(x), 256)]
+    ).astype(np.float32)
+
+
+def probabilities(model, x: np.ndarray) -> np.ndarray:
+    """P(responder) per well (rows) and cytokine (columns): the sigmoid of the model's logits."""
+    return 1.0 / (1.0 + np.exp(-_logits(model, np.asarray(x, dtype=np.float32))))
+
+
+def fit_predict(
+    x_fit, y_fit, x_val, y_val, x_test, **kwargs
+) -> tuple[np.ndarray, dict[str, list[float]], int]:
+    """`fit`, then P(responder) of the test wells: (probabilities (n_test, K), history, best epoch)."""
+    model, history, best_epoch = fit(x_fit, y_fit, x_val, y_val, **kwargs)
+    return probabilities(model, x_test), history, best_epoch

@@ -64,8 +64,10 @@ def run_rest(w: wrangle.Wrangled, data: Path, out: Path, p: Params) -> Outcome:
     table = None
     if "profile" in p.train.architectures:
         profile_path = out / "profile" / "profile.parquet"
-        table = profile.profile_wells(w.images, w.wells, w.channels)
+        profiled = profile.profile_plates(w.images, w.wells, w.channels)
+        table = profiled.table
         profile.save(table, profile_path)
+        profile.save_normalization(profiled.normalization, out / "profile" / "normalization.json")
         log.info(f"profile: {len(w.wells)} wells measured -> {profile_path}")
     inputs = dataset.make_inputs(w, bank, vit, table, p)
     result = train.cross_validate(inputs, p.train, cache=out / "cache" / "train")

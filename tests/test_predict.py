@@ -3,8 +3,10 @@ champions."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sqlite3
 import traceback
 import zipfile
 
@@ -123,3 +125,123 @@ def test_run_registers_champions_that_score_a_second_plate(wide_plate, tmp_path,
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "cytoops-IL-6 v1 (alias champion) cannot be loaded" in lines[0]
+
+
+# ---- any family, skips named, transfer reported: models registered from `servable`, no pipeline run ----
+
+
+def _servables(data, tmp_path) -> dict:
+    """A cell-count model (IL-6) and a profile model (TNF-α) fitted on the plate in `data`."""
+    from cytoops import profile, servable, serving, wrangle
+    from cytoops.params import WrangleParams
+    from cytoops.verdict import baselines
+
+    w = wrangle.wrangle(read_data(data, image_size=32), WrangleParams(image_size=32, min_wells=2))
+    recipe = serving.recipe(w.scaling, w.channels, w.channels, 32)
+    label = w.labels.set_index(["cytokine", "well_index"]).label
+    y = {c: label.loc[c].reindex(range(len(w.wells))).to_numpy().astype(int) for c in ("IL-6", "TNF-α")}
+    counts = baselines.count_cells(w.images, w.channels, "peaks")
+    count = servable.CellCount(baselines.fit_linear(counts[:, None], y["IL-6"]), "peaks")
+    profiled = profile.profile_plates(w.images, w.wells, w.channels)
+    x = profiled.table[profile.feature_columns(profiled.table)]
+    prof = servable.Profile(
+        profile.fit(x, y["TNF-α"], seed=0), profile.training_normalization(profiled.normalization)
+    )
+    return {
+        "IL-6": servable.build("cell_count", count, recipe, tmp_path / "art-count"),
+        "TNF-α": servable.build("profile", prof, recipe, tmp_path / "art-profile"),
+    }
+
+
+def _register(s, cytokine: str, tags: dict) -> str:
+    from cytoops.registry import model_name
+
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", **s.log_kwargs())
+    name = model_name(cytokine)
+    version = mlflow.register_model(info.model_uri, name, tags={"cytokine": cytokine, **tags})
+    mlflow.MlflowClient().set_registered_model_alias(name, "champion", version.version)
+    return version.version
+
+
+def test_predict_scores_any_family_names_what_it_skips_and_reports_the_transfer(wide_plate, tmp_path, store):
+    data = wide_plate(treatments=12, replicates=3, embeddings=False)
+    other = _move(
+        wide_plate(treatments=12, replicates=3, seed=1, plate_id="plate-2"), "plate-2", tmp_path / "o"
+    )
+    mlflow.set_tracking_uri(store)
+    served = _servables(data, tmp_path)
+    cv = {"cv_roc_auc": "0.81", "cv_roc_auc_lo": "0.62", "cv_roc_auc_hi": "0.93"}
+    _register(served["IL-6"], "IL-6", {"family": "cell_count", **cv})
+    _register(served["TNF-α"], "TNF-α", {"family": "profile", "cv_roc_auc": "0.7"})
+    gone = _register(served["IL-6"], "IL-10", {"family": "cell_count"})
+    mlflow.MlflowClient().delete_model_version("cytoops-IL-10", gone)  # its champion deleted
+    _register(served["IL-6"], "IL-2", {"family": "cell_count"})
+    with contextlib.closing(sqlite3.connect(store.removeprefix("sqlite:///"))) as db, db:
+        db.execute("UPDATE registered_model_aliases SET version = 99 WHERE name = 'cytoops-IL-2'")  # none
+    runner = CliRunner()
+
+    folder = tmp_path / "pred"
+    folder.mkdir()
+    result = runner.invoke(app, ["predict", str(other), "--out", str(folder)])
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [
+        f"error: --out {folder} is a folder: give the CSV file to write, e.g. {folder / 'predictions.csv'}"
+    ]
+    assert list(folder.iterdir()) == []  # said before anything was scored or written
+
+    out = folder / "p.csv"
+    result = runner.invoke(app, ["predict", str(other), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    assert set(table.cytokine) == {"IL-6", "TNF-α"} and len(table) == 2 * 36
+    assert table.prob.between(0, 1).all() and table.label.notna().all()
+    assert "predict: skipped IL-10: cytoops-IL-10 has no version with the alias 'champion'" in result.output
+    assert "predict: skipped IL-2: cytoops-IL-2 has no version with the alias 'champion'" in result.output
+    assert "36 wells x 2 cytokines" in result.output and "2 skipped" in result.output
+    notes = pd.read_csv(folder / "p_notes.csv").set_index("cytokine")
+    assert (
+        notes.loc["IL-10", "status"] == "skipped"
+        and "no version with the alias" in notes.loc["IL-10", "note"]
+    )
+    assert notes.loc["IL-6", "status"] == "scored" and notes.loc["IL-6", "family"] == "cell_count"
+    assert (
+        notes.loc["TNF-α", "normalization"] == "profile normalized to this plate's 3 negative-control wells"
+    )
+    assert "TNF-α on plate-2: profile normalized to this plate's 3 negative-control wells" in result.output
+    moved = pd.read_csv(folder / "p_transfer.csv").set_index("cytokine")
+    il6 = moved.loc["IL-6"]
+    assert il6.roc_auc_lo <= il6.roc_auc <= il6.roc_auc_hi and 0 <= il6.f1 <= 1
+    assert (il6.cv_roc_auc, il6.cv_roc_auc_lo, il6.cv_roc_auc_hi) == (0.81, 0.62, 0.93)
+    assert il6.bootstrap == "treatment" and il6.n_wells == 36 and il6.family == "cell_count"
+    assert moved.loc["TNF-α", "cv_roc_auc"] == 0.7 and np.isnan(moved.loc["TNF-α", "cv_roc_auc_lo"])
+    curves = pd.read_csv(folder / "p_reliability.csv")
+    assert set(curves.cytokine) == {"IL-6", "TNF-α"}
+    assert curves.groupby("cytokine").n_wells.sum().eq(36).all()
+    assert (folder / "p_transfer.png").stat().st_size > 10_000
+    again = runner.invoke(app, ["predict", str(other), "--out", str(folder / "q.csv")])
+    pd.testing.assert_frame_equal(
+        pd.read_csv(folder / "q_transfer.csv"), pd.read_csv(folder / "p_transfer.csv")
+    )
+    assert again.exit_code == 0
+
+    # nothing scored: one line naming each cytokine and why, non-zero
+    result = runner.invoke(
+        app, ["predict", str(other), "--cytokine", "IL-10", "--cytokine", "IL-99", "--out", str(out)]
+    )
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: predict: nothing could be scored: IL-10: cytoops-IL-10"
+    )
+    assert "IL-99: no registered model cytoops-IL-99" in lines[0]
+
+
+def test_out_must_be_a_file_path(tmp_path):
+    from cytoops.predict import check_out
+
+    assert check_out(tmp_path / "new" / "p.csv") == tmp_path / "new" / "p.csv"
+    with pytest.raises(ValueError, match=r"is a folder: give the CSV file to write"):
+        check_out(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"file is a file, not a folder"):
+        check_out(tmp_path / "file" / "p.csv")

@@ -96,3 +96,81 @@ def test_fit_predict_with_one_class_is_a_value_error():
     x = pd.DataFrame(np.random.default_rng(0).normal(size=(10, 3)), columns=list("abc"))
     with pytest.raises(ValueError, match="one class"):
         profile.fit_predict(x, np.zeros(10, int), x, seed=0)
+
+
+def _pycytominer_table(images, wells, channels):
+    """The profile table as the stage made it before `Normalization`: pycytominer's `normalize` per plate."""
+    import warnings
+
+    from pycytominer import normalize
+
+    raw = profile.measure(images, channels)
+    raw = raw.loc[:, raw.notna().mean() >= 0.9]
+    raw = raw.fillna(raw.median())
+    features = [c for c in raw.columns if c != profile.COUNT]
+    meta = wells[["plate", "well", "role"]].astype(str).reset_index(drop=True)
+    controls = int((meta.role == "negative_control").sum())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return normalize(
+            pd.concat([meta, raw[features]], axis=1),
+            features=features,
+            meta_features=profile.META,
+            samples="role == 'negative_control'" if controls >= 3 else "all",
+            method="mad_robustize" if controls >= 3 else "standardize",
+            mad_robustize_epsilon=1e-6,
+        )
+
+
+@pytest.mark.parametrize("n_controls", [6, 2])
+def test_the_kept_normalization_is_pycytominers_to_the_last_bit(n_controls):
+    images, wells, _, _ = _plate(16)
+    wells = wells.assign(role=["negative_control"] * n_controls + ["sample"] * (16 - n_controls))
+    profiled = profile.profile_plates(images, wells, ("actin", "mito", "nucleus"))
+    norm = profiled.normalization["p"]
+    assert norm.method == ("mad_robustize" if n_controls == 6 else "standardize")
+    assert norm.n_reference == (6 if n_controls == 6 else 16)
+    reference = _pycytominer_table(images, wells, ("actin", "mito", "nucleus"))
+    kept = profile.feature_columns(profiled.table)[1:]
+    np.testing.assert_array_equal(profiled.table[kept].to_numpy(), reference[kept].to_numpy())
+    # a served model normalizes one well's raw measurements with the plate's statistics: the same numbers
+    raw = profile.measure(images[:3], ("actin", "mito", "nucleus"))
+    again = profile.features_of(raw, norm)
+    np.testing.assert_allclose(
+        again[kept].to_numpy(), profiled.table[kept].to_numpy()[:3], rtol=0, atol=1e-12
+    )
+
+
+def test_fit_returns_a_model_whose_probabilities_are_fit_predicts_old_ones():
+    """`fit_predict` answered with scikit-learn's pipeline; it now answers with the fitted `ProfileModel`
+    (plain numbers, what a served model stores): the same probabilities."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(2)
+    x = pd.DataFrame(rng.normal(size=(90, 20)), columns=[f"f{i}" for i in range(20)])
+    x["f19"] = x.f3 * 0.999 + 0.001 * rng.normal(size=90)  # dropped by the correlation filter
+    y = (x.f3 - x.f7 + 0.5 * rng.normal(size=90) > 0).astype(int).to_numpy()
+    model = profile.fit(x[:60], y[:60], seed=4)
+    assert "f19" not in model.columns and len(model.columns) < 20
+    old = make_pipeline(
+        StandardScaler(),
+        LogisticRegressionCV(
+            Cs=np.logspace(-2, 1, 7), penalty="l1", solver="liblinear",
+            cv=StratifiedKFold(3, shuffle=True, random_state=4), scoring="roc_auc",
+            class_weight="balanced", max_iter=5000, random_state=4,
+        ),
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        old.fit(x[:60][list(model.columns)].to_numpy(), y[:60])
+    want = old.predict_proba(x[60:][list(model.columns)].to_numpy())[:, 1]
+    np.testing.assert_allclose(profile.fit_predict(x[:60], y[:60], x[60:], seed=4), want, rtol=0, atol=1e-12)
+    again = profile.ProfileModel.from_dict(model.as_dict())  # through JSON-able numbers and back
+    np.testing.assert_array_equal(again.predict_proba(x[60:]), model.predict_proba(x[60:]))
+    with pytest.raises(ValueError, match=r"the profile model reads 1 columns these wells lack"):
+        model.predict_proba(x[60:].drop(columns=[model.columns[0]]))

@@ -23,6 +23,7 @@ import pytest
 import tifffile
 import yaml
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from typer.testing import CliRunner
 
 from cytoops import (
@@ -308,8 +309,9 @@ def test_the_registered_model_answers_p_responder_for_raw_thumbnails(wide_plate,
     cnn = served.unwrap_python_model()
     expected = cnn.probabilities(np.moveaxis(wrangled, 1, -1))
     np.testing.assert_allclose(answer.p_responder, expected, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match=r"expected square images with 3 channels"):
-        served.predict(raw[:, :2])
+    with pytest.raises(MlflowException, match=r"expected square images with 3 channels") as refused:
+        served.predict(raw[:, :2])  # MLflow's own exception: `mlflow models serve` answers 400 with it
+    assert refused.value.error_code == "INVALID_PARAMETER_VALUE"
 
 
 def test_log_models_none_registers_nothing(wide_plate, tmp_path, store):
@@ -394,6 +396,18 @@ def test_a_served_champion_answers_a_curl_with_probabilities(wide_plate, tmp_pat
         got = [p["p_responder"] for p in predictions]
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
         assert all(0 <= g <= 1 for g in got)
+        # a 1 x 1 pixel image: a 400 whose message says why (not MLflow's generic "unexpected error")
+        refused = subprocess.run(
+            ["curl", "-s", "-w", "\n%{http_code}", "-X", "POST", f"http://127.0.0.1:{port}/invocations",
+             "-H", "Content-Type: application/json", "-d", json.dumps({"inputs": [[[1]], [[2]], [[3]]]})],
+            capture_output=True, text=True, check=True, timeout=30,
+        )  # fmt: skip
+        body, status = refused.stdout.rsplit("\n", 1)
+        assert status == "400", refused.stdout
+        answer = json.loads(body)
+        assert answer["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert "thumbnails are 1x1 px: a served model reads images of at least 16x16" in answer["message"]
+        assert "unexpected error" not in answer["message"]
     finally:
         server.terminate()
         try:

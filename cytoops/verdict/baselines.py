@@ -21,7 +21,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cytoops import tables, wrangle
+from cytoops import linear, tables, wrangle
+from cytoops.linear import Linear
 
 BASELINES = ("prevalence", "position", "cell_count", "embeddings")  # their predictions' architecture
 NO_AUGMENTATION = "none"  # a baseline reads each well once
@@ -55,17 +56,38 @@ def position_features(wells: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
-    """Standardized, class-weighted logistic regression fitted on the training fold; constant on one class."""
+def fit_linear(x_train: np.ndarray, y_train: np.ndarray) -> Linear:
+    """Standardized, class-weighted logistic regression of two classes; a missing value is its column's
+    training mean. As plain numbers (`linear.Linear`): a served cell-count model stores it as JSON."""
     if len(np.unique(y_train)) < 2:
-        return np.full(len(x_test), float(np.mean(y_train)) if len(y_train) else 0.5)
+        raise ValueError("the training wells hold one class only")
     mean = np.nanmean(x_train, axis=0)
     fill = np.where(np.isnan(mean), 0.0, mean)
-    x_train = np.where(np.isnan(x_train), fill, x_train)
-    x_test = np.where(np.isnan(x_test), fill, x_test)
     model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000))
-    model.fit(x_train, y_train)
-    return model.predict_proba(x_test)[:, 1]
+    model.fit(np.where(np.isnan(x_train), fill, x_train), y_train)
+    return linear.from_pipeline(model)
+
+
+def _fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+    """`fit_linear` on the training fold, applied to the test wells; constant on one class."""
+    if len(np.unique(y_train)) < 2:
+        return np.full(len(x_test), float(np.mean(y_train)) if len(y_train) else 0.5)
+    return fit_linear(x_train, y_train).probability(x_test)
+
+
+def count_cells(images: np.ndarray, channels: tuple[str, ...], counter: str) -> np.ndarray:
+    """Nuclei per well of (N, C, S, S) scaled images: `segmentation` counts the profile's nuclei
+    (`profile.cell_count`), `peaks` counts nuclear peaks (`count_nuclei`)."""
+    if "nucleus" not in channels:
+        raise ValueError(f"cell count reads a 'nucleus' channel; the images have {channels}")
+    if counter == "segmentation":
+        from cytoops import profile
+
+        return np.array([float(profile.cell_count(im, channels)) for im in images])
+    if counter == "peaks":
+        k = channels.index("nucleus")
+        return np.array([float(count_nuclei(im[k])) for im in images])
+    raise ValueError(f"unknown cell counter {counter!r}: segmentation or peaks")
 
 
 def baseline_predictions(
@@ -119,8 +141,7 @@ def baseline_features(
     if profile is not None:
         count = profile[["cell_count"]].reset_index(drop=True).astype(float)
     elif "nucleus" in w.channels:
-        k = w.channels.index("nucleus")
-        count = pd.DataFrame({"cell_count": [float(count_nuclei(im[k])) for im in w.images]})
+        count = pd.DataFrame({"cell_count": count_cells(w.images, w.channels, "peaks")})
     else:
         count = None
     feats: dict[str, pd.DataFrame | None] = {"prevalence": None, "position": position_features(w.wells)}
