@@ -45,6 +45,7 @@ class Outcome:
     means: pd.DataFrame
     verdict: Verdict
     scaling: pd.DataFrame
+    normalization: dict | None  # the profile's per-plate statistics, where the profile ran
 
 
 def run_all(data: Path, out: Path, p: Params) -> Outcome:
@@ -61,11 +62,11 @@ def run_rest(w: wrangle.Wrangled, data: Path, out: Path, p: Params) -> Outcome:
             log.warning(features.RANDOM_BACKBONE_WARNING)
         vit = features.compute(bank, p.features)
         features.save(vit, out / "features" / "vit.npz")
-    table = None
+    table, normalization = None, None
     if "profile" in p.train.architectures:
         profile_path = out / "profile" / "profile.parquet"
         profiled = profile.profile_plates(w.images, w.wells, w.channels)
-        table = profiled.table
+        table, normalization = profiled.table, profiled.normalization
         profile.save(table, profile_path)
         profile.save_normalization(profiled.normalization, out / "profile" / "normalization.json")
         log.info(f"profile: {len(w.wells)} wells measured -> {profile_path}")
@@ -79,7 +80,7 @@ def run_rest(w: wrangle.Wrangled, data: Path, out: Path, p: Params) -> Outcome:
     v = verdict_stage.run(
         w, result, table, vit_pretrained, data, reports, out / "metrics" / "verdict.json", p
     )
-    return Outcome(inputs, result, summary, means, v, w.scaling)
+    return Outcome(inputs, result, summary, means, v, w.scaling, normalization)
 
 
 def track_and_register(tracked, outcome: Outcome, data_dvc: Path, out: Path, p: Params) -> None:
@@ -97,13 +98,13 @@ def track_and_register(tracked, outcome: Outcome, data_dvc: Path, out: Path, p: 
     )
     tracking.log_results(tracked, evaluated, p)
     tracked.save(out / "track" / "run.json")
-    table = outcome.verdict.table
     evidence = register.Evidence(
         inputs=outcome.inputs,
         result=outcome.result,
         means=outcome.means,
-        predictable=dict(zip(table.cytokine, table.predictable, strict=True)),
+        verdict=outcome.verdict.table,
         scaling=outcome.scaling,
+        normalization=outcome.normalization,
     )
     commit = tracking.git_info().get("git_commit", "")
     run = register.Provenance(tracked, tracking.data_version(data_dvc), commit)

@@ -1,54 +1,54 @@
-"""register: each kept cytokine's best CNN in the MLflow model registry, its champion, `cytoops best-model`.
+"""register: what the verdict and cross-validation chose, refit on all its wells, in the model registry.
 
-The best CNN of a cytokine is its CNN (wide_cnn or deep_cnn, any augmentation) with the highest mean
-cross-validated F1. Cross-validation kept no model (each fold's model saw half the wells), so it is refit on
-all the cytokine's balanced wells, with its augmentation's views and the epoch count its folds chose (the
-median best epoch, rounded up: the refit sees more wells than a fold did), then logged in the nested run of
-its (architecture, augmentation) as a pyfunc that answers P(responder) for raw thumbnails (`cytoops.serving`),
-registered as `cytoops-<slug>` and given the alias `best-cnn` (by default only when its CV F1 is at least the
-current best-cnn's on the same data version: `tracking.promote`). Only a cytokine the verdict called
-predictable (reports/predictable.csv) also gets the alias `champion` on that version; a `champion` left on a
-cytokine the verdict no longer calls predictable is removed, and the command says so. `tracking.log_models:
-all` also refits and logs every other model; a ViT model is logged as its trained head with a reference to its
-backbone (`serving.load_vit` puts them together); `none` logs none.
+Per kept cytokine, versions of `cytoops-<slug>`:
+- its best CNN (wide_cnn or deep_cnn, any augmentation, by mean CV F1): alias `best-cnn`, moved (by default)
+  only to a version whose CV F1 is at least the current one's on the same data version (`tracking.promote`);
+- where the verdict called the cytokine predictable, the predictor that earned the call (predictable.csv's
+  `best_predictor`, of any image family: a study CNN or ViT, the profile model, the multitask CNN, cell
+  count): alias `champion` (the best CNN's own version when that is the best predictor). A `champion` left on
+  a cytokine the verdict no longer calls predictable is removed, and the command says so.
 
-`choose_champions` and `refit` are the core (no MLflow); the rest is the edge.
+Each model is refit by `refit` with the recipe that cross-validated it, and logged as a pyfunc that answers
+P(responder) for raw thumbnails (`servable`) in the nested run of its (architecture, augmentation) (cell
+count, a baseline, in the pipeline's run); its version's tags say its family, CV F1, CV ROC AUC with its
+interval, q, the data version and the source run. `tracking.log_models: all` also logs every other
+cross-validated model of the study; `none` logs none. `best_cnns`, `read_verdict` and `champion_rows` are the
+core; the rest is the edge.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.metadata
 import io
 import json
 import logging
 import math
-import types
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import typer
 
-from cytoops import augment, cvresult, dataset, registry, tables, tracking, wrangle
-from cytoops.fitter import Fitter
+from cytoops import cvresult, dataset, registry, tables, tracking, wrangle
 from cytoops.params import ARCHITECTURES, Params
 from cytoops.params import load as load_params
 from cytoops.plate import slugify
+from cytoops.refit import CELL_COUNT, Refit, Refitter, epochs_for
 from cytoops.registry import ALIAS, BEST_ALIAS, model_name
 from cytoops.store import TrackingError, connect, retry
 
 log = logging.getLogger(__name__)
 
-CNNS = tuple(a for a, kind in ARCHITECTURES.items() if kind == "cnn")  # what may be registered
-OUTPUT = "P(responder) per thumbnail (column p_responder), from raw thumbnails (cytoops.serving)"
+CNNS = tuple(a for a, kind in ARCHITECTURES.items() if kind == "cnn")  # what `best-cnn` may be
+VERDICT_COLUMNS = ("cytokine", "predictable", "best_predictor")
 
 
 # ---- core --------------------------------------------------------------------------------
 
 
-def choose_champions(means: pd.DataFrame, fits: pd.DataFrame, kept, default_epochs: int) -> pd.DataFrame:
+def best_cnns(means: pd.DataFrame, fits: pd.DataFrame, kept, default_epochs: int) -> pd.DataFrame:
     """Per kept cytokine, the CNN (architecture, augmentation) with the highest mean CV F1 (ties: higher ROC
     AUC, then name order), and the epochs to refit it: the median best epoch of its folds, rounded up."""
     m = means[means.architecture.isin(CNNS) & means.cytokine.isin(list(kept)) & means.f1.notna()].copy()
@@ -68,22 +68,10 @@ def choose_champions(means: pd.DataFrame, fits: pd.DataFrame, kept, default_epoc
     )
 
 
-def read_verdict(path: Path) -> dict[str, bool]:
-    """Cytokine -> predictable, from the verdict's reports/predictable.csv (columns cytokine, predictable:
-    True/False)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path} does not exist: run the verdict stage (dvc repro verdict) first")
-    table = tables.read(path, empty_is_missing=False)
-    missing = [c for c in ("cytokine", "predictable") if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path} has no column {', '.join(missing)}: expected cytokine, predictable")
-    return dict(zip(table.cytokine, table.predictable, strict=True))
-
-
 def all_models(means: pd.DataFrame, fits: pd.DataFrame, kept, default_epochs: int) -> pd.DataFrame:
-    """Every (architecture, augmentation, kept cytokine) that was cross-validated (`log_models: all`)."""
-    m = means[means.cytokine.isin(list(kept))].copy().reset_index(drop=True)
+    """Every study (architecture, augmentation, kept cytokine) cross-validated (`log_models: all`)."""
+    study = [a for a, kind in ARCHITECTURES.items() if kind in ("cnn", "vit")]
+    m = means[means.cytokine.isin(list(kept)) & means.architecture.isin(study)].copy().reset_index(drop=True)
     return m.assign(
         epochs=[
             epochs_for(fits, r.architecture, r.augmentation, r.cytokine, default_epochs)
@@ -92,177 +80,33 @@ def all_models(means: pd.DataFrame, fits: pd.DataFrame, kept, default_epochs: in
     )
 
 
-def epochs_for(fits: pd.DataFrame, architecture: str, augmentation: str, cytokine: str, default: int) -> int:
-    pick = (
-        (fits.architecture == architecture)
-        & (fits.augmentation == augmentation)
-        & (fits.cytokine == cytokine)
-    )
-    best = pd.to_numeric(fits.loc[pick, "best_epoch"], errors="coerce").dropna()
-    return max(1, math.ceil(float(best.median()))) if len(best) else default
-
-
-def training_set(inputs: dataset.Inputs, source: np.ndarray, cytokine: str, augmentation: str):
-    """All balanced wells of a cytokine under its augmentation's views: (x, y, example, n_wells)."""
-    rows = inputs.labels[(inputs.labels.cytokine == cytokine) & inputs.labels.balanced]
-    wells = rows.well_index.to_numpy().astype(int)
-    label_of = dict(zip(wells, rows.label.to_numpy().astype(int), strict=True))
-    x, src = augment.training_views(source, inputs.bank.views, augmentation, wells)
-    y = np.array([label_of[s] for s in src])
-    example = np.asarray(augment.identity_view(source, inputs.bank.views, wells[:1]), dtype=np.float32)
-    return np.asarray(x, dtype=np.float32), y, example, len(wells)
-
-
-def refit(fitter: Fitter, architecture: str, x: np.ndarray, y: np.ndarray, epochs: int, seed: int):
-    """A fresh seeded model of `architecture` trained on (x, y) for exactly `epochs` epochs by the loop that
-    cross-validated it (`fitter.Fitter`; no held-out data: the folds chose the epoch count). The model is the
-    fitter's: log it before the next refit."""
-    model, _, _ = fitter.fit(architecture, x, y, None, None, seed, epochs=epochs)
-    return model
-
-
-def refit_seed(architecture: str, augmentation: str, cytokine: str, base: int) -> int:
-    """The refit's own seed, from its name (repeat -1 and fold -1: never a cross-validation unit's)."""
-    return cvresult.Unit(architecture, augmentation, cytokine, -1, -1).seed(base)
-
-
-# ---- edge: logging and registering ------------------------------------------------------------
-
-
-def _requirements() -> list[str]:
-    reqs = []
-    for dist in ("keras", "tensorflow", "tensorflow-cpu"):
-        try:
-            reqs.append(f"{dist}=={importlib.metadata.version(dist)}")
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return reqs
-
-
-def _keras_flavor():
-    """mlflow.keras for `Model.log`, which makes the model folder before saving into it:
-    `mlflow.keras.log_model(..., input_example=...)` fails in MLflow 3.17 (FileNotFoundError on
-    .../model/input_example.json: its save_model writes the example before making the folder; mlflow#16183).
-    Everything else is mlflow.keras.log_model's own path: same `Model.log`, same flavor, same files."""
-    import mlflow.keras
-
-    def save_model(path, **kwargs):
-        Path(path).mkdir(parents=True, exist_ok=True)
-        return mlflow.keras.save_model(path=path, **kwargs)
-
-    return types.SimpleNamespace(__name__=mlflow.keras.__name__, save_model=save_model)
-
-
-def log_keras_model(model, *, name: str, example: np.ndarray, meta: dict, params: dict, tags: dict):
-    """Log a trained Keras model in the active run, as `mlflow.keras.log_model(name=...)` does: weights
-    without the optimizer's state (a third of the size), a signature and an input example; pinned
-    requirements (no slow inference of them)."""
-    import keras
-    from mlflow.models import Model, infer_signature
-
-    copy = type(model).from_config(model.get_config())  # the same layers, not compiled: no optimizer state
-    copy.set_weights(model.get_weights())
-    signature = infer_signature(example, np.asarray(copy.predict(example, verbose=0)))
-    interactive = keras.config.is_interactive_logging_enabled()
-    keras.config.disable_interactive_logging()  # MLflow checks the input example with a verbose predict
-    try:
-        return retry(
-            Model.log,
-            artifact_path=None,
-            name=name,
-            flavor=_keras_flavor(),
-            model=copy,
-            signature=signature,
-            input_example=example,
-            pip_requirements=_requirements(),
-            metadata={"cytoops": meta},
-            params={k: str(v) for k, v in params.items()},
-            tags={k: str(v) for k, v in tags.items()},
+def read_verdict(path: Path) -> pd.DataFrame:
+    """The verdict's reports/predictable.csv: one row per kept cytokine with `predictable` (True/False) and
+    `best_predictor` ("architecture/augmentation" of its best image predictor), read typed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist: run the verdict stage (dvc repro verdict) first")
+    table = tables.read(path, empty_is_missing=False)
+    missing = [c for c in VERDICT_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(
+            f"{path} has no column {', '.join(missing)}: expected {', '.join(VERDICT_COLUMNS)} (rerun the "
+            "verdict stage: dvc repro -f verdict)"
         )
-    finally:
-        if interactive:
-            keras.config.enable_interactive_logging()
+    return table
 
 
-def log_cnn_model(model, *, name: str, recipe, meta: dict, params: dict, tags: dict):
-    """Log a trained CNN in the active run as a pyfunc that answers P(responder) for raw thumbnails
-    (`serving.ThumbnailModel`, the Keras model an artifact of it); pinned requirements. No signature: it takes
-    uint16 or float thumbnails in either channel layout (the model's description says how)."""
-    import tempfile
-
-    import mlflow.pyfunc
-
-    from cytoops import serving
-
-    with tempfile.TemporaryDirectory() as folder:
-        keras_file = serving.save_keras(model, Path(folder))
-        return retry(
-            mlflow.pyfunc.log_model,
-            name=name,
-            python_model=serving.ThumbnailModel(recipe),
-            artifacts={serving.KERAS_ARTIFACT: str(keras_file)},
-            pip_requirements=_requirements(),
-            metadata={"cytoops": {**meta, "serving": recipe.as_dict()}},
-            params={k: str(v) for k, v in params.items()},
-            tags={k: str(v) for k, v in tags.items()},
-        )
+def champion_rows(verdict: pd.DataFrame) -> pd.DataFrame:
+    """The predictable cytokines and the predictor that earned each call: family (architecture or cell_count),
+    augmentation, and the verdict's figures for its version tags."""
+    called = verdict[verdict.predictable.astype(bool)].copy()
+    parts = called.best_predictor.astype(str).str.split("/", n=1)
+    called["family"] = parts.str[0]
+    called["augmentation"] = parts.str[1].fillna("none")
+    return called.reset_index(drop=True)
 
 
-def register_version(info, cytokine: str, tags: dict, promote: str, predictable: bool) -> dict:
-    """Register a logged model as `cytoops-<slug>`; move the alias `best-cnn` to it when `promote` allows;
-    `champion` follows `best-cnn` when the verdict called the cytokine predictable, else it is removed."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    name = model_name(cytokine)
-    tags = {k: str(v) for k, v in {**tags, "predictable": str(predictable).lower()}.items()}
-    version = retry(mlflow.register_model, info.model_uri, name, tags=tags)
-    retry(client.set_registered_model_tag, name, "cytokine", cytokine)
-    current = registry.alias_version(client, name, BEST_ALIAS)
-    keep = None
-    if promote == "best" and current is not None and current.version != version.version:
-        same_data = current.tags.get("data_version") == tags.get("data_version")
-        try:
-            theirs = float(current.tags.get("cv_f1", "nan"))
-        except ValueError:
-            theirs = math.nan
-        if same_data and not math.isnan(theirs) and theirs > float(tags["cv_f1"]):
-            keep = current
-    if keep is None:
-        retry(client.set_registered_model_alias, name, BEST_ALIAS, version.version)
-    best = keep or version
-    had_champion = registry.alias_version(client, name, ALIAS)
-    if predictable:
-        retry(client.set_registered_model_alias, name, ALIAS, best.version)
-    elif had_champion is not None:
-        retry(client.delete_registered_model_alias, name, ALIAS)
-    return {
-        "registered_model": name,
-        "version": str(version.version),
-        "best_cnn_version": str(best.version),
-        "promoted": keep is None,
-        "predictable": predictable,
-        "champion_version": str(best.version) if predictable else None,
-        "champion_removed": str(had_champion.version)
-        if had_champion is not None and not predictable
-        else None,
-        "model_uri": info.model_uri,
-    }
-
-
-def _vit_meta(inputs: dataset.Inputs, p: Params) -> dict:
-    from cytoops import models
-
-    weights = inputs.vit.weights if inputs.vit is not None else "random"
-    if weights != "random" and Path(weights).exists():
-        weights = str(Path(weights).resolve())
-    return {
-        "weights": weights,
-        "seed": p.features.seed,
-        "layers": models.ModelParams().vit_layers,
-        "image_size": int(inputs.bank.images.shape[-1]),
-        "input": "features.to_vit_input(images): channels-last actin, mito, nucleus as RGB in [-1, 1]",
-    }
+# ---- the values register reads -----------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,9 +126,13 @@ class Evidence:
     inputs: dataset.Inputs  # the plate: wells, labels, views, ViT features, profile
     result: cvresult.Result  # cross-validation: fits (best epochs), failures
     means: pd.DataFrame  # evaluate's mean scores per model and cytokine (f1_per_cytokine.csv)
-    predictable: dict[str, bool]  # the verdict's call per cytokine (predictable.csv)
+    verdict: pd.DataFrame  # the verdict's table (predictable.csv): the call and best predictor per cytokine
     scaling: pd.DataFrame  # wrangle's channel constants per plate: a served model scales raw thumbnails so
-    source: str = "the verdict"  # where `predictable` came from, for the log
+    normalization: dict | None = None  # the profile's per-plate statistics (`profile.load_normalization`)
+
+    @property
+    def predictable(self) -> dict[str, bool]:
+        return dict(zip(self.verdict.cytokine, self.verdict.predictable.astype(bool), strict=True))
 
 
 def load_evidence(
@@ -292,74 +140,302 @@ def load_evidence(
     wrangled: Path,
     views: Path,
     vit_features: Path | None,
+    profile_table: Path | None,
+    profile_stats: Path | None,
     scores: Path,
     verdict: Path,
     p: Params,
 ) -> Evidence:
-    """The Evidence from the stage files; the ViT features only where the file exists (else no ViT refits)."""
-    predictable = read_verdict(verdict)
+    """The Evidence from the stage files; ViT features and the profile only where their files exist."""
+    from cytoops import profile
+
+    table = read_verdict(verdict)
+    have = {"cnn", "multitask"}
     vit = vit_features if vit_features is not None and Path(vit_features).exists() else None
-    readable = {"cnn", "vit"} if vit is not None else {"cnn"}
-    archs = tuple(a for a in p.train.architectures if ARCHITECTURES.get(a) in readable) or CNNS[:1]
+    prof = profile_table if profile_table is not None and Path(profile_table).exists() else None
+    have |= {"vit"} if vit is not None else set()
+    have |= {"profile"} if prof is not None else set()
+    archs = tuple(a for a in p.train.architectures if ARCHITECTURES.get(a) in have) or CNNS[:1]
     p_inputs = dataclasses.replace(p, train=dataclasses.replace(p.train, architectures=archs))
+    stats = profile_stats if prof is not None and profile_stats is not None else None
+    normalization = profile.load_normalization(stats) if stats is not None and Path(stats).is_file() else None
     return Evidence(
-        inputs=dataset.load_inputs(wrangled, views, vit, p_inputs),
+        inputs=dataset.load_inputs(wrangled, views, vit, p_inputs, prof),
         result=cvresult.load(trained),
         means=tables.read(scores),
-        predictable=predictable,
+        verdict=table,
         scaling=wrangle.load_scaling(wrangled),
-        source=str(verdict),
+        normalization=normalization,
     )
+
+
+# ---- the stage ----------------------------------------------------------------------------------
 
 
 def register(run: Provenance, evidence: Evidence, p: Params) -> dict:
-    """Refit, log and register, under the open parent run; return the listing. Only the cytokines the verdict
-    called predictable get the alias `champion`."""
-    tracked, predictable = run.tracked, evidence.predictable
-    kept = list(evidence.inputs.kept)
-    mode = p.tracking.log_models
-    champions = choose_champions(evidence.means, evidence.result.fits, kept, p.train.epochs)
-    listing = _listing(tracked, mode, kept, champions)
-    for cytokine in sorted(set(champions.cytokine) - set(predictable)):
-        log.info(f"register: {cytokine} is not in {evidence.source}: counted not predictable (no @{ALIAS})")
+    """Refit, log and register under the open parent run: every kept cytokine's best CNN (@best-cnn) and each
+    predictable cytokine's best predictor (@champion); return the listing."""
+    kept, mode = list(evidence.inputs.kept), p.tracking.log_models
+    fits = evidence.result.fits
+    cnns = best_cnns(evidence.means, fits, kept, p.train.epochs)
+    champions = champion_rows(evidence.verdict)
+    listing = _listing(run.tracked, mode, kept, cnns)
     if mode == "none":
-        listing["registered"] = [_unlogged_entry(r, predictable) for r in champions.itertuples()]
-        log.info(f"register: tracking.log_models is none: {len(champions)} best CNNs chosen, none logged")
+        listing["registered"] = [_unlogged_entry(r, evidence.predictable) for r in cnns.itertuples()]
+        log.info(f"register: tracking.log_models is none: {len(cnns)} best CNNs chosen, none logged")
         return listing
-    means, fits = evidence.means, evidence.result.fits
-    todo = all_models(means, fits, kept, p.train.epochs) if mode == "all" else champions
-    source = _Sources(evidence, p)
-    champion_of = {(r.cytokine, r.architecture, r.augmentation) for r in champions.itertuples()}
-    fitter = Fitter(p.train)
+    todo = all_models(evidence.means, fits, kept, p.train.epochs) if mode == "all" else cnns
+    refitter = Refitter(evidence.inputs, evidence.scaling, evidence.normalization, fits, p)
+    best_of = {(r.cytokine, r.architecture, r.augmentation) for r in cnns.itertuples()}
+    called = {r.cytokine: r for r in champions.itertuples()}
     with _quiet_mlflow():
-        for (architecture, augmentation), group in todo.groupby(["architecture", "augmentation"], sort=True):
-            key = f"{architecture}/{augmentation}"
-            if key not in tracked.nested:
-                raise TrackingError(
-                    f"the track stage logged no nested run for {key}: rerun it (dvc repro -f track)"
-                )
-            with tracking.active_run(tracked.nested[key], nested=True):
-                for r in group.itertuples():
-                    is_champion = (r.cytokine, architecture, augmentation) in champion_of
-                    _refit_and_log(r, fitter, source, run, p, is_champion, predictable, listing)
+        for r in todo.sort_values(["architecture", "augmentation", "cytokine"]).itertuples():
+            if (r.cytokine, r.architecture, r.augmentation) in best_of:
+                _best_cnn(r, refitter, run, p, called.get(r.cytokine), listing)
+            else:
+                _log(refitter.refit(r.architecture, r.augmentation, r.cytokine), run, p, _scores(r, None))
+        for cytokine, c in called.items():
+            entry = next((e for e in listing["registered"] if e["cytokine"] == cytokine), None)
+            if entry is None or entry.get("champion_version") is None:
+                _champion(c, refitter, run, p, listing)
+        for cytokine in sorted(set(kept) - set(called)):
+            _drop_champion(cytokine, listing)
     log.info(
         f"register: {len(listing['registered'])} best CNNs registered (@{BEST_ALIAS}), "
-        f"{len(listing['champions'])} of them @{ALIAS} (predictable) ({mode})"
+        f"{len(listing['champions'])} champions (@{ALIAS}: the verdict's best predictor) ({mode})"
     )
     return listing
+
+
+def _best_cnn(r, refitter: Refitter, run: Provenance, p: Params, called, listing: dict) -> None:
+    """Refit, log, register a cytokine's best CNN (@best-cnn), @champion too when it is the best predictor."""
+    fitted = refitter.refit(r.architecture, r.augmentation, r.cytokine)
+    is_best = called is not None and (called.family, called.augmentation) == (r.architecture, r.augmentation)
+    info, tags = _log(fitted, run, p, _scores(r, called if is_best else None))
+    client, name = _client(), model_name(r.cytokine)
+    version = _register(info, r.cytokine, tags)
+    best, promoted = _promote_best_cnn(client, name, version, tags, p.tracking.promote)
+    entry = {
+        **{k: tags[k] for k in ("cytokine", "slug", "architecture", "augmentation", "cv_f1", "epochs")},
+        **{k: tags[k] for k in ("n_wells", "source_run_id")},
+        "registered_model": name,
+        "version": str(version.version),
+        "best_cnn_version": str(best.version),
+        "promoted": promoted,
+        "predictable": called is not None,
+        "champion_version": None,
+        "champion_removed": None,
+        "model_uri": info.model_uri,
+    }
+    line = f"register: {r.cytokine}: best CNN {r.architecture}/{r.augmentation} (CV F1 {float(r.f1):.3f})"
+    line += f" -> {name} v{version.version}" + (f" @{BEST_ALIAS}" if promoted else f" (kept v{best.version})")
+    if is_best:
+        retry(client.set_registered_model_alias, name, ALIAS, version.version)
+        entry["champion_version"] = str(version.version)
+        listing["champions"].append(_champion_entry(r.cytokine, called, version, info))
+        line += f", @{ALIAS}: the verdict's best predictor"
+    listing["registered"].append(entry)
+    log.info(line)
+
+
+def _champion(c, refitter: Refitter, run: Provenance, p: Params, listing: dict) -> None:
+    """Refit, log and register a predictable cytokine's best predictor of any family as its @champion."""
+    try:
+        fitted = refitter.refit(c.family, c.augmentation, c.cytokine)
+    except ValueError as err:
+        reason = f"{c.best_predictor}: {err}"
+        listing["not_registered"].append({"cytokine": c.cytokine, "reason": f"champion {reason}"})
+        _say_unavailable(c.cytokine, reason)
+        return
+    try:
+        info, tags = _log(fitted, run, p, _scores(None, c))
+    except ValueError as err:  # servable.build: a family that cannot be served says why
+        listing["not_registered"].append(
+            {"cytokine": c.cytokine, "reason": f"champion {c.best_predictor}: {err}"}
+        )
+        _say_unavailable(c.cytokine, f"{c.best_predictor}: {err}")
+        return
+    version = _register(info, c.cytokine, tags)
+    client = _client()
+    retry(client.set_registered_model_alias, model_name(c.cytokine), ALIAS, version.version)
+    with contextlib.suppress(_mlflow_error()):  # the tag is absent unless an earlier run set it
+        client.delete_registered_model_tag(model_name(c.cytokine), registry.UNAVAILABLE_TAG)
+    for entry in listing["registered"]:
+        if entry["cytokine"] == c.cytokine:
+            entry["champion_version"] = str(version.version)
+    listing["champions"].append(_champion_entry(c.cytokine, c, version, info))
+    log.info(
+        f"register: {c.cytokine}: predictable, best predictor {c.best_predictor} (CV ROC AUC "
+        f"{float(c.roc_auc):.2f}) refit on {fitted.n_wells} wells -> {model_name(c.cytokine)} "
+        f"v{version.version} @{ALIAS}"
+    )
+
+
+def _say_unavailable(cytokine: str, reason: str) -> None:
+    """A predictable cytokine whose best predictor could not be refit or served: said on screen and in the
+    registry (`cytoops best-model` reads it), never replaced silently by another model."""
+    client, name = _client(), model_name(cytokine)
+    log.warning(f"register: {cytokine}: no @{ALIAS}: its best predictor {reason}")
+    if registry.alias_version(client, name, ALIAS) is not None:
+        retry(client.delete_registered_model_alias, name, ALIAS)
+    with contextlib.suppress(_mlflow_error()):  # no registered model yet (no best CNN): said above
+        client.set_registered_model_tag(name, registry.UNAVAILABLE_TAG, reason[:500])
+
+
+def _drop_champion(cytokine: str, listing: dict) -> None:
+    client, name = _client(), model_name(cytokine)
+    had = registry.alias_version(client, name, ALIAS)
+    if had is None:
+        return
+    retry(client.delete_registered_model_alias, name, ALIAS)
+    for entry in listing["registered"]:
+        if entry["cytokine"] == cytokine:
+            entry["champion_removed"] = str(had.version)
+    log.info(
+        f"register: {cytokine}: not predictable: @{ALIAS} removed from v{had.version} (the verdict no longer "
+        f"calls {cytokine} predictable)"
+    )
+
+
+def _champion_entry(cytokine: str, c, version, info) -> dict:
+    return {
+        "cytokine": cytokine,
+        "family": c.family,
+        "augmentation": c.augmentation,
+        "version": str(version.version),
+        "cv_roc_auc": _number(getattr(c, "roc_auc", math.nan)),
+        "model_uri": info.model_uri,
+    }
+
+
+# ---- logging and registering ----------------------------------------------------------------------
+
+
+def _mlflow_error() -> type[Exception]:
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException
+
+
+def _client():
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+def _number(value) -> float | str:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "nan"
+    return "nan" if math.isnan(value) else round(value, 4)
+
+
+def _scores(r, called) -> dict:
+    """Version tags of what chose a model: its CV F1 (study models) and, for the verdict's best predictor, the
+    verdict's CV ROC AUC with its interval and q."""
+    tags = {"cv_f1": _number(getattr(r, "f1", math.nan)) if r is not None else "nan"}
+    tags["cv_roc_auc"] = _number(getattr(r, "roc_auc", math.nan)) if r is not None else "nan"
+    if called is not None:
+        for key in ("roc_auc", "roc_auc_lo", "roc_auc_hi"):
+            tags[f"cv_{key}"] = _number(getattr(called, key, math.nan))
+        tags["q"] = _number(getattr(called, "q", math.nan))
+        tags["best_predictor"] = str(called.best_predictor)
+    return tags
+
+
+def _log(fitted: Refit, run: Provenance, p: Params, scores: dict) -> tuple:
+    """Log a refit model in the nested run of its (architecture, augmentation), or the pipeline's run for a
+    baseline family; returns (the model info, its tags)."""
+    import mlflow.pyfunc
+
+    from cytoops import servable
+
+    tracked, key = run.tracked, f"{fitted.family}/{fitted.augmentation}"
+    nested = tracked.nested.get(key)
+    if nested is None and fitted.family != CELL_COUNT:
+        raise TrackingError(f"the track stage logged no nested run for {key}: rerun it (dvc repro -f track)")
+    tags = _tags(fitted, run, p, scores, nested or tracked.run_id)
+    with tempfile.TemporaryDirectory() as folder:
+        served = servable.build(
+            fitted.family, fitted.fitted, fitted.recipe, Path(folder), cytokine=fitted.cytokine
+        )
+        kwargs = served.log_kwargs()
+        kwargs["metadata"]["cytoops"].update({k: str(v) for k, v in tags.items()})
+        sizes = {"epochs": fitted.epochs, "n_wells": fitted.n_wells, "n_images": fitted.n_images}
+        with tracking.active_run(nested, nested=True) if nested else contextlib.nullcontext():
+            info = retry(
+                mlflow.pyfunc.log_model,
+                name=f"model-{tags['slug']}",
+                params={k: str(v) for k, v in sizes.items()},
+                tags={"cytokine": fitted.cytokine, "family": fitted.family},
+                **kwargs,
+            )
+    return info, tags
+
+
+def _tags(fitted: Refit, run: Provenance, p: Params, scores: dict, source_run: str) -> dict:
+    """The tags of a refit model's registered version: what it is, how sure, where it came from."""
+    r = fitted.recipe
+    return {
+        "cytokine": fitted.cytokine,
+        "slug": slugify(fitted.cytokine),
+        "family": fitted.family,
+        "architecture": fitted.family,
+        "augmentation": fitted.augmentation,
+        **scores,
+        "epochs": fitted.epochs if fitted.epochs is not None else "n/a",
+        "n_wells": fitted.n_wells,
+        "n_images": fitted.n_images,
+        "image_size": r.image_size,
+        "channels": ",".join(r.plate_channels),
+        "model_channels": ",".join(r.channels),
+        "wrangle_method": p.wrangle.method,
+        "wrangle_threshold": p.wrangle.threshold,
+        "source_run_id": source_run,
+        "pipeline_run_id": run.tracked.run_id,
+        "data_version": run.data_version,
+        "git_commit": run.git_commit,
+        "output": "P(responder) per thumbnail (column p_responder), from raw thumbnails (cytoops.servable)",
+    }
+
+
+def _register(info, cytokine: str, tags: dict):
+    import mlflow
+
+    name = model_name(cytokine)
+    version = retry(mlflow.register_model, info.model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    retry(_client().set_registered_model_tag, name, "cytokine", cytokine)
+    return version
+
+
+def _promote_best_cnn(client, name: str, version, tags: dict, promote: str):
+    """Move @best-cnn to `version` unless `promote` is best and the current one scored higher on the same
+    data: (the version holding @best-cnn, whether it moved)."""
+    current = registry.alias_version(client, name, BEST_ALIAS)
+    if promote == "best" and current is not None and current.version != version.version:
+        same_data = current.tags.get("data_version") == str(tags.get("data_version"))
+        try:
+            theirs = float(current.tags.get("cv_f1", "nan"))
+        except ValueError:
+            theirs = math.nan
+        if same_data and not math.isnan(theirs) and theirs > float(tags["cv_f1"]):
+            return current, False
+    retry(client.set_registered_model_alias, name, BEST_ALIAS, version.version)
+    return version, True
 
 
 @contextlib.contextmanager
 def _quiet_mlflow():
     """MLflow's own event lines off the screen while register logs and registers (model registered, version
     created, artifact download bars, the note that a pyfunc is cloudpickled): register says what it did in one
-    line per cytokine, and MLflow's errors still raise. MLflow writes them to whatever sys.stderr is at the
+    line per model, and MLflow's errors still raise. MLflow writes them to whatever sys.stderr is at the
     time (its disable_logging() is undone by its own internals during log_model)."""
     with contextlib.redirect_stderr(io.StringIO()):
         yield
 
 
-def _listing(tracked: tracking.Tracked, mode: str, kept: list[str], champions: pd.DataFrame) -> dict:
+def _listing(tracked: tracking.Tracked, mode: str, kept: list[str], cnns: pd.DataFrame) -> dict:
     """The listing register writes, before anything is registered."""
     return {
         "tracking_uri": tracked.tracking_uri,
@@ -367,11 +443,11 @@ def _listing(tracked: tracking.Tracked, mode: str, kept: list[str], champions: p
         "pipeline_run_id": tracked.run_id,
         "log_models": mode,
         "registered": [],  # every kept cytokine's best CNN, alias best-cnn
-        "champions": [],  # cytokines whose best CNN is also @champion (the verdict called them predictable)
+        "champions": [],  # each predictable cytokine's best predictor, alias champion
         "not_registered": [
             {"cytokine": c, "reason": "no CNN was cross-validated on it (train.architectures)"}
             for c in kept
-            if c not in set(champions.cytokine)
+            if c not in set(cnns.cytokine)
         ],
     }
 
@@ -388,139 +464,12 @@ def _unlogged_entry(r, predictable: dict[str, bool]) -> dict:
     }
 
 
-class _Sources:
-    """What the refits read: the plate's inputs, the CNN view bank (made once), the ViT features, scaling."""
-
-    def __init__(self, evidence: Evidence, p: Params):
-        self.inputs = evidence.inputs
-        self.scaling = evidence.scaling
-        self.channels = list(p.train.cnn_channels)
-        self.image_size = int(self.inputs.bank.images.shape[-1])
-        self.vit_meta = _vit_meta(self.inputs, p) if self.inputs.vit is not None else None
-        self._cnn_bank = None
-
-    def of(self, architecture: str) -> np.ndarray:
-        """The array an architecture's refit reads: CNN views of the chosen channels, or ViT features."""
-        from cytoops import models
-
-        if models.get(architecture).kind == "cnn":
-            if self._cnn_bank is None:
-                self._cnn_bank = dataset.cnn_view_bank(self.inputs, tuple(self.channels))
-            return self._cnn_bank
-        vit = self.inputs.vit
-        if vit is None or vit.views != self.inputs.bank.views:
-            raise ValueError(f"{architecture} needs the ViT features of these views: pass --features")
-        return vit.values
-
-
-def _refit_and_log(
-    r,
-    fitter,
-    source: _Sources,
-    run: Provenance,
-    p: Params,
-    is_champion: bool,
-    predictable,
-    listing: dict,
-) -> None:
-    """Refit one (architecture, augmentation, cytokine) row, log it in the open nested run and, for a
-    cytokine's best CNN, register it (aliases best-cnn and, if predictable, champion); say what was done."""
-    from cytoops import models, serving
-
-    architecture, augmentation, kind = r.architecture, r.augmentation, models.get(r.architecture).kind
-    x, y, example, n_wells = training_set(source.inputs, source.of(architecture), r.cytokine, augmentation)
-    seed = refit_seed(architecture, augmentation, r.cytokine, p.train.seed)
-    model = refit(fitter, architecture, x, y, int(r.epochs), seed)
-    tags = _tags(r, kind, n_wells, len(x), source, run, p)
-    meta = {k: (v if isinstance(v, int | float | str) else str(v)) for k, v in tags.items()}
-    if kind == "cnn":
-        meta["channels"] = source.channels
-    else:
-        meta["backbone"] = source.vit_meta
-    logged = {
-        "name": f"model-{tags['slug']}",
-        "meta": meta,
-        "params": {"epochs": int(r.epochs), "n_wells": n_wells, "n_images": len(x)},
-        "tags": {"cytokine": r.cytokine, "champion_candidate": str(is_champion).lower()},
-    }
-    if kind == "cnn":
-        recipe = serving.recipe(source.scaling, source.inputs.channels, source.channels, source.image_size)
-        info = log_cnn_model(model, recipe=recipe, **logged)
-    else:
-        info = log_keras_model(model, example=example, **logged)
-    line = (
-        f"register: {r.cytokine}: {architecture}/{augmentation} (CV F1 {float(r.f1):.3f}), "
-        f"{int(r.epochs)} epochs on {n_wells} wells"
-    )
-    if is_champion:
-        called = bool(predictable.get(r.cytokine, False))
-        entry = register_version(info, r.cytokine, tags, p.tracking.promote, called)
-        keys = (
-            "cytokine",
-            "slug",
-            "architecture",
-            "augmentation",
-            "cv_f1",
-            "epochs",
-            "n_wells",
-            "source_run_id",
-        )
-        listing["registered"].append({**{k: tags[k] for k in keys}, **entry})
-        if called:
-            listing["champions"].append(r.cytokine)
-        line += _registered_note(entry, r.cytokine, called)
-    log.info(line)
-
-
-def _tags(r, kind: str, n_wells: int, n_images: int, source: _Sources, run: Provenance, p: Params) -> dict:
-    """The tags of a refit model (and of its registered version): where it came from and what it reads."""
-    tracked = run.tracked
-    return {
-        "cytokine": r.cytokine,
-        "slug": slugify(r.cytokine),
-        "cv_f1": round(float(r.f1), 4),
-        "cv_roc_auc": round(float(r.roc_auc), 4)
-        if hasattr(r, "roc_auc") and not pd.isna(r.roc_auc)
-        else "nan",
-        "architecture": r.architecture,
-        "augmentation": r.augmentation,
-        "epochs": int(r.epochs),
-        "n_wells": n_wells,
-        "n_images": n_images,
-        "image_size": source.image_size,
-        "channels": ",".join(source.channels) if kind == "cnn" else "actin,mito,nucleus (ViT features)",
-        "wrangle_method": p.wrangle.method,
-        "wrangle_threshold": p.wrangle.threshold,
-        "source_run_id": tracked.nested[f"{r.architecture}/{r.augmentation}"],
-        "pipeline_run_id": tracked.run_id,
-        "data_version": run.data_version,
-        "git_commit": run.git_commit,
-        "output": OUTPUT if kind == "cnn" else "P(responder) (sigmoid) of the ViT features",
-    }
-
-
-def _registered_note(entry: dict, cytokine: str, called: bool) -> str:
-    """What happened to the aliases, for register's line about one cytokine."""
-    held = "" if entry["promoted"] else f" (kept v{entry['best_cnn_version']}: higher CV F1)"
-    note = f" -> {entry['registered_model']} v{entry['version']}" + (
-        f" @{BEST_ALIAS}" if entry["promoted"] else held
-    )
-    if called:
-        return note + f"; predictable: @{ALIAS} = v{entry['champion_version']}"
-    if entry["champion_removed"]:
-        return note + (
-            f"; not predictable: @{ALIAS} removed from v{entry['champion_removed']} "
-            f"(the verdict no longer calls {cytokine} predictable)"
-        )
-    return note + f"; not predictable: no @{ALIAS}"
-
-
 def write(listing: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(listing, indent=2) + "\n")
 
 
-# ---- commands --------------------------------------------------------------------------------
+# ---- command ----------------------------------------------------------------------------------
 
 
 def command(
@@ -535,7 +484,15 @@ def command(
         Path("work/augment/views.npz"), "--views", help="View bank of `cytoops augment`."
     ),
     vit_features: Path | None = typer.Option(
-        None, "--features", help="ViT features (needed by log_models: all)."
+        None, "--features", help="ViT features (for a ViT best predictor, and log_models: all)."
+    ),
+    profile_table: Path | None = typer.Option(
+        None,
+        "--profile",
+        help="Per-well profile of `cytoops profile`: for a profile or cell-count champion.",
+    ),
+    profile_stats: Path | None = typer.Option(
+        None, "--profile-stats", help="Normalization statistics of `cytoops profile`: for a profile champion."
     ),
     scores: Path = typer.Option(
         Path("reports/f1_per_cytokine.csv"), "--scores", help="Mean F1 per model and cytokine."
@@ -543,7 +500,7 @@ def command(
     verdict: Path = typer.Option(
         Path("reports/predictable.csv"),
         "--verdict",
-        help="The verdict's predictable.csv (cytokine, predictable): only predictable ones get @champion.",
+        help="The verdict's predictable.csv: a predictable cytokine's best predictor becomes its @champion.",
     ),
     data_dvc: Path = typer.Option(
         Path("data.dvc"), "--data-dvc", help="The .dvc file of the data (its md5 is a tag)."
@@ -554,15 +511,17 @@ def command(
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params.yaml to read."),
     overrides: list[str] = typer.Option([], "--set", help="Override a param: --set tracking.log_models=all"),
 ) -> None:
-    """Refit each kept cytokine's best CNN on all its wells, log it to MLflow (a pyfunc answering P(responder)
-    for raw thumbnails), register it as cytoops-<slug>@best-cnn, and @champion when the verdict called the
-    cytokine predictable; write the listing."""
+    """Refit each kept cytokine's best CNN (cytoops-<slug>@best-cnn) and each predictable cytokine's best
+    predictor of any family (@champion) on all their wells; log them to MLflow as pyfuncs answering
+    P(responder) for raw thumbnails; write the listing."""
     p = load_params(params_file, overrides)
     tracked = tracking.Tracked.load(run_file)
     connect(p.tracking.experiment)
     commit = tracking.git_info().get("git_commit", "")
     run = Provenance(tracked, tracking.data_version(data_dvc), commit)
-    evidence = load_evidence(trained, wrangled, views, vit_features, scores, verdict, p)
+    evidence = load_evidence(
+        trained, wrangled, views, vit_features, profile_table, profile_stats, scores, verdict, p
+    )
     with tracking.resume(tracked, "register"):
         listing = register(run, evidence, p)
     write(listing, out)

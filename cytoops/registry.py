@@ -15,7 +15,9 @@ from cytoops.plate import slugify
 from cytoops.store import TrackingError, connect, retry
 
 PREFIX = "cytoops-"
-ALIAS = "champion"  # the best CNN of a cytokine the verdict called predictable
+ALIAS = "champion"  # the verdict's best predictor of a cytokine it called predictable (any image family)
+SCORE_TAGS = ("cv_f1", "cv_roc_auc", "cv_roc_auc_lo", "cv_roc_auc_hi", "q")  # how sure, on each version
+UNAVAILABLE_TAG = "champion_unavailable"  # on a registered model: why its best predictor could not be served
 BEST_ALIAS = "best-cnn"  # the best CNN of every kept cytokine, predictable or not
 
 
@@ -76,9 +78,16 @@ def champion(client, cytokine: str) -> dict:
         if mv is None:
             raise TrackingError(f"{name} has no version with the alias {ALIAS!r} or {BEST_ALIAS!r}")
         alias = BEST_ALIAS
+        unavailable = retry(client.get_registered_model, name).tags.get(UNAVAILABLE_TAG)
+        why = (
+            f"the verdict called {cytokine} predictable, but its best predictor could not be served: "
+            f"{unavailable}"
+            if unavailable
+            else f"the verdict did not call {cytokine} predictable"
+        )
         note = (
-            f"{name} has no @{ALIAS} (the verdict did not call {cytokine} predictable): "
-            f"using its best CNN, @{BEST_ALIAS} (v{mv.version}); its calls may be no better than chance"
+            f"{name} has no @{ALIAS} ({why}): using its best CNN, @{BEST_ALIAS} (v{mv.version}); its calls "
+            "may be no better than chance"
         )
     tags = dict(mv.tags)
     return {
@@ -88,10 +97,13 @@ def champion(client, cytokine: str) -> dict:
         "alias": alias,
         "note": note,
         "model_uri": f"models:/{name}@{alias}",
+        "family": tags.get("family", tags.get("architecture")),
         "architecture": tags.get("architecture"),
         "augmentation": tags.get("augmentation"),
-        "cv_f1": float(tags["cv_f1"]) if tags.get("cv_f1") not in (None, "nan") else None,
-        "cv_roc_auc": float(tags["cv_roc_auc"]) if tags.get("cv_roc_auc") not in (None, "nan") else None,
+        **{
+            key: _number(tags.get(key))
+            for key in ("cv_f1", "cv_roc_auc", "cv_roc_auc_lo", "cv_roc_auc_hi", "q")
+        },
         "epochs": int(tags["epochs"]) if tags.get("epochs", "").isdigit() else None,
         "n_wells": int(tags["n_wells"]) if tags.get("n_wells", "").isdigit() else None,
         "channels": tags.get("channels", "").split(",") if tags.get("channels") else [],
@@ -103,6 +115,31 @@ def champion(client, cytokine: str) -> dict:
         "data_version": tags.get("data_version"),
         "run_id": mv.run_id,
     }
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return None if value != value else value  # NaN: not measured
+
+
+def how_sure(info: dict) -> str:
+    """The cross-validated figures a version was chosen on, as one phrase."""
+    parts = []
+    if info.get("cv_roc_auc") is not None:
+        interval = (
+            f" ({info['cv_roc_auc_lo']:.2f}-{info['cv_roc_auc_hi']:.2f})"
+            if info.get("cv_roc_auc_lo") is not None and info.get("cv_roc_auc_hi") is not None
+            else ""
+        )
+        parts.append(f"CV ROC AUC {info['cv_roc_auc']:.2f}{interval}")
+    if info.get("q") is not None:
+        parts.append(f"q {info['q']:.3g}")
+    if info.get("cv_f1") is not None:
+        parts.append(f"CV F1 {info['cv_f1']:.2f}")
+    return ", ".join(parts) or "no cross-validated score recorded"
 
 
 def best_model_command(
@@ -123,9 +160,10 @@ def best_model_command(
         typer.echo(json.dumps(info, indent=2))
         return
     typer.echo(f"{info['cytokine']}: {info['model_uri']} (version {info['version']})")
+    typer.echo(f"  {info['family']} ({info['architecture']}/{info['augmentation']}): {how_sure(info)}")
+    epochs = f"{info['epochs']} epochs on " if info["epochs"] else ""
     typer.echo(
-        f"  {info['architecture']}/{info['augmentation']}, CV F1 {info['cv_f1']}, "
-        f"refit {info['epochs']} epochs on {info['n_wells']} wells, channels {','.join(info['channels'])}, "
+        f"  refit {epochs}{info['n_wells']} wells, channels {','.join(info['channels'])}, "
         f"{info['image_size']}x{info['image_size']}"
     )
     typer.echo(f"  source run {info['source_run_id']} (pipeline run {info['pipeline_run_id']})")

@@ -249,29 +249,3 @@ def save_keras(model, folder: Path) -> Path:
     path = Path(folder) / "model.keras"
     copy.save(path)
     return path
-
-
-def load_vit(model_uri: str):
-    """A logged ViT model (its head) put together with its backbone: one Keras model reading images as
-    `features.to_vit_input` makes them. The backbone is rebuilt from the weights file the run used (or, for a
-    random backbone, from its seed), so nothing logged holds vit-keras' Lambda layers (no need for
-    `safe_mode=False`)."""
-    import keras
-    import mlflow
-
-    from cytoops import models
-
-    meta = (mlflow.models.get_model_info(model_uri).metadata or {}).get("cytoops", {})
-    backbone_meta = meta.get("backbone")
-    if not backbone_meta:
-        raise ValueError(f"{model_uri} is not a cytoops ViT head (no backbone reference in its metadata)")
-    head = mlflow.keras.load_model(model_uri)
-    weights = None if backbone_meta["weights"] == "random" else backbone_meta["weights"]
-    if weights is None:
-        keras.utils.set_random_seed(int(backbone_meta["seed"]))  # as the features stage seeded it
-    size = int(backbone_meta["image_size"])
-    backbone, _ = models.build_backbone(
-        models.ModelParams(vit_weights=weights, vit_layers=int(backbone_meta["layers"])), image_size=size
-    )
-    inputs = keras.Input(shape=(size, size, 3))
-    return keras.Model(inputs, head(backbone(inputs)), name=f"{head.name}_with_backbone")

@@ -15,7 +15,6 @@ import time
 import traceback
 from pathlib import Path
 
-import keras
 import mlflow
 import numpy as np
 import pandas as pd
@@ -27,19 +26,13 @@ from mlflow.exceptions import MlflowException
 from typer.testing import CliRunner
 
 from cytoops import (
-    augment,
     cvresult,
     evaluate,
-    features,
-    models,
     params,
     register,
     registry,
-    serving,
     tables,
-    tracking,
 )
-from cytoops import store as mlstore
 from cytoops.cli import app
 from cytoops.fitter import Fitter
 
@@ -154,10 +147,21 @@ def prepared(data: Path, root: Path) -> dict[str, Path]:
     return {"work": w, "reports": root / "reports", "root": root, "data": data}
 
 
-def write_verdict(reports: Path, calls: dict[str, bool]) -> None:
-    pd.DataFrame({"cytokine": list(calls), "predictable": list(calls.values())}).to_csv(
-        reports / "predictable.csv", index=False
-    )
+def write_verdict(reports: Path, calls: dict[str, bool], best: dict[str, str] | None = None) -> None:
+    """A made-up verdict: the call per cytokine, its best predictor (default: its best CNN, BEST) and its
+    figures (CV ROC AUC 0.9, interval 0.8-0.97, q 0.01)."""
+    best = {c: best.get(c) if best and c in best else "/".join(BEST[c]) for c in calls}
+    pd.DataFrame(
+        {
+            "cytokine": list(calls),
+            "predictable": list(calls.values()),
+            "q": 0.01,
+            "best_predictor": [best[c] for c in calls],
+            "roc_auc": 0.9,
+            "roc_auc_lo": 0.8,
+            "roc_auc_hi": 0.97,
+        }
+    ).to_csv(reports / "predictable.csv", index=False)
 
 
 def track_and_register(paths: dict[str, Path], *extra: str) -> dict:
@@ -227,7 +231,7 @@ def test_best_cnns_are_registered_and_only_predictable_ones_are_champions(wide_p
     client = MlflowClient(store)
 
     by_cytokine = {c["cytokine"]: c for c in listing["registered"]}
-    assert set(by_cytokine) == set(BEST) and listing["champions"] == ["IL-6"]
+    assert set(by_cytokine) == set(BEST) and [c["cytokine"] for c in listing["champions"]] == ["IL-6"]
     for cytokine, (arch, aug) in BEST.items():
         entry = by_cytokine[cytokine]
         assert (entry["architecture"], entry["augmentation"]) == (arch, aug)
@@ -278,7 +282,8 @@ def test_best_cnns_are_registered_and_only_predictable_ones_are_champions(wide_p
     il6 = {c["cytokine"]: c for c in listing["registered"]}["IL-6"]
     assert il6["version"] == "2" and not il6["promoted"]
     assert str(client.get_model_version_by_alias("cytoops-IL-6", "best-cnn").version) == "1"
-    assert str(client.get_model_version_by_alias("cytoops-IL-6", "champion").version) == "1"
+    # the champion is the current verdict's best predictor: this pipeline's refit of it
+    assert str(client.get_model_version_by_alias("cytoops-IL-6", "champion").version) == "2"
     # ... unless tracking.promote is latest; and a verdict that no longer calls IL-6 predictable removes its
     # champion and says so
     write_verdict(paths["reports"], {"IL-6": False, "TNF-α": False})
@@ -287,7 +292,43 @@ def test_best_cnns_are_registered_and_only_predictable_ones_are_champions(wide_p
     assert str(client.get_model_version_by_alias("cytoops-IL-6", "best-cnn").version) == "3"
     with pytest.raises(mlflow.exceptions.MlflowException):
         client.get_model_version_by_alias("cytoops-IL-6", "champion")
-    assert "@champion removed from v1 (the verdict no longer calls IL-6 predictable)" in result.output
+    assert "@champion removed from v2 (the verdict no longer calls IL-6 predictable)" in result.output
+
+
+def test_the_champion_is_the_verdicts_best_predictor_of_any_family(wide_plate, tmp_path, store):
+    """IL-6's call was earned by cell count: that is its @champion, served from raw thumbnails; its best CNN
+    stays @best-cnn on a version of its own, and best-model says the family and how sure."""
+    paths = prepared(wide_plate(), tmp_path)
+    write_verdict(paths["reports"], PREDICTABLE, best={"IL-6": "cell_count/none"})
+    listing = track_and_register(paths)
+    client = MlflowClient(store)
+    champion = client.get_model_version_by_alias("cytoops-IL-6", "champion")
+    best_cnn = client.get_model_version_by_alias("cytoops-IL-6", "best-cnn")
+    assert champion.version != best_cnn.version and best_cnn.tags["family"] == "wide_cnn"
+    assert champion.tags["family"] == "cell_count" and champion.tags["best_predictor"] == "cell_count/none"
+    assert (champion.tags["cv_roc_auc"], champion.tags["cv_roc_auc_lo"], champion.tags["q"]) == (
+        "0.9",
+        "0.8",
+        "0.01",
+    )
+    assert [(c["cytokine"], c["family"]) for c in listing["champions"]] == [("IL-6", "cell_count")]
+    wells = pd.read_csv(paths["work"] / "wrangle" / "wells.csv")
+    raw = np.stack([tifffile.imread(paths["data"] / "plate-1" / "images" / f"{w}.tif") for w in wells.well])
+    answer = mlflow.pyfunc.load_model("models:/cytoops-IL-6@champion").predict(raw).p_responder
+    assert answer.between(0, 1).all() and answer.nunique() > 1
+    result = invoke(["best-model", "IL-6"])
+    assert result.exit_code == 0, result.output
+    assert "cell_count (cell_count/none): CV ROC AUC 0.90 (0.80-0.97), q 0.01" in result.output
+
+    # a best predictor that cannot be served is said, on screen and by best-model: no silent fallback
+    write_verdict(paths["reports"], PREDICTABLE, best={"IL-6": "position/none"})
+    result = invoke(register_args(paths))
+    assert result.exit_code == 0, result.output
+    assert "IL-6: no @champion: its best predictor position/none" in result.output
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias("cytoops-IL-6", "champion")
+    result = invoke(["best-model", "IL-6"])
+    assert "could not be served: position/none" in result.output
 
 
 def test_the_registered_model_answers_p_responder_for_raw_thumbnails(wide_plate, tmp_path, store):
@@ -320,33 +361,6 @@ def test_log_models_none_registers_nothing(wide_plate, tmp_path, store):
     assert {c["cytokine"] for c in listing["registered"]} == set(BEST)
     assert all(c["registered_model"] is None for c in listing["registered"])
     assert MlflowClient(store).search_registered_models() == []
-
-
-def test_a_vit_model_is_its_head_plus_a_backbone_reference(tmp_path, store):
-    rng = np.random.default_rng(0)
-    bank = augment.make_bank(rng.random((4, 3, 32, 32)).astype(np.float32), ("none",))
-    feats = features.compute(bank, params.FeaturesParams(seed=7), vit_layers=1, progress=False)
-    head = models.build_head("vit_linear", models.VIT_FEATURES, models.ModelParams())
-    s = mlstore.connect("cytoops")
-    backbone = {"weights": "random", "seed": 7, "layers": 1, "image_size": 32}
-    with tracking.active_run(experiment_id=s.experiment_id):
-        info = register.log_keras_model(
-            head,
-            name="model-IL-6",
-            example=feats.values[0][:1],
-            meta={"backbone": backbone},
-            params={},
-            tags={},
-        )
-    # what was logged is the head alone: it loads with Keras' safe mode (vit-keras' Lambda layers would not)
-    logged = mlflow.keras.load_model(info.model_uri)
-    assert [type(layer).__name__ for layer in logged.layers] == ["Dense"]
-    full = serving.load_vit(info.model_uri)
-    images = features.to_vit_input(bank.images[0])
-    np.testing.assert_allclose(
-        full.predict(images, verbose=0), head.predict(feats.values[0], verbose=0), rtol=1e-4, atol=1e-5
-    )
-    keras.backend.clear_session()
 
 
 def _free_port() -> int:
@@ -419,8 +433,12 @@ def test_a_served_champion_answers_a_curl_with_probabilities(wide_plate, tmp_pat
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        ("cytokine,called\nIL-6,True\n", r"predictable.csv has no column predictable"),
-        ("cytokine,predictable\nIL-6,yes\n", r"column predictable must be True or False; row 2 has 'yes'"),
+        ("cytokine,called,best_predictor\nIL-6,True,x/none\n", r"predictable.csv has no column predictable"),
+        ("cytokine,predictable\nIL-6,True\n", r"no column best_predictor: .*rerun the verdict stage"),
+        (
+            "cytokine,predictable,best_predictor\nIL-6,yes,x/none\n",
+            r"column predictable must be True or False; row 2 has 'yes'",
+        ),
     ],
 )
 def test_a_malformed_verdict_file_is_one_precise_error(tmp_path, text, match):
@@ -430,10 +448,9 @@ def test_a_malformed_verdict_file_is_one_precise_error(tmp_path, text, match):
         register.read_verdict(path)
     with pytest.raises(ValueError, match=r"does not exist: run the verdict stage"):
         register.read_verdict(tmp_path / "missing.csv")
-    assert register.read_verdict(_written(tmp_path, "cytokine,predictable\nIL-6,True\nTNF-α,False\n")) == {
-        "IL-6": True,
-        "TNF-α": False,
-    }
+    text = "cytokine,predictable,best_predictor\nIL-6,True,profile/none\nTNF-α,False,wide_cnn/hflip\n"
+    called = register.champion_rows(register.read_verdict(_written(tmp_path, text)))
+    assert called[["cytokine", "family", "augmentation"]].values.tolist() == [["IL-6", "profile", "none"]]
 
 
 def _written(folder: Path, text: str) -> Path:
@@ -452,7 +469,7 @@ def test_refit_is_the_cross_validation_loop_run_for_a_fixed_number_of_epochs():
     x[y == 1, ..., 0] += 0.5
     fitter = Fitter(params.TrainParams(epochs=6, batch_size=8, patience=10, learning_rate=0.003))
     _, scored, _ = fitter.fit("wide_cnn", x, y, x[:6], y[:6], seed=7)
-    model = register.refit(fitter, "wide_cnn", x, y, epochs=4, seed=7)
+    model, _, _ = fitter.fit("wide_cnn", x, y, None, None, seed=7, epochs=4)  # what refit.Refitter runs
     refit_weights = [w.copy() for w in model.get_weights()]
     _, history, best_epoch = fitter.fit("wide_cnn", x, y, None, None, seed=7, epochs=4)
     assert best_epoch == 4 and len(history["loss"]) == 4 and history["val_loss"] == []
