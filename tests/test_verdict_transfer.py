@@ -170,6 +170,7 @@ def test_one_plate_gives_no_estimate_and_leaves_the_table_as_it_was():
     out = transfer.attach(table, lopo)
     pd.testing.assert_frame_equal(out[table.columns], table)
     assert out[transfer.TABLE_COLUMNS].isna().all().all()
+    assert list(transfer.attach(pd.DataFrame(), lopo).columns) == transfer.TABLE_COLUMNS  # nothing kept
 
 
 def test_attach_takes_the_pooled_row_of_the_best_predictor_only():

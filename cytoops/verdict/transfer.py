@@ -200,8 +200,8 @@ def attach(table: pd.DataFrame, lopo: pd.DataFrame) -> pd.DataFrame:
     """The verdict table with `lopo_roc_auc`, `lopo_lo`, `lopo_hi`: the pooled leave-one-plate-out estimate of
     each cytokine's best image predictor when it was refit per plate, NaN otherwise (and on one plate)."""
     pooled = lopo[(lopo.held_out_plate == POOLED) & lopo.roc_auc.notna()].set_index(["cytokine", "predictor"])
-    best = table.get("best_predictor", pd.Series(np.nan, index=table.index))
-    keys = list(zip(table.cytokine, best, strict=True))
+    nothing = pd.Series(np.nan, index=table.index)
+    keys = list(zip(table.get("cytokine", nothing), table.get("best_predictor", nothing), strict=True))
     out = table.copy()
     for column, source in zip(TABLE_COLUMNS, ("roc_auc", "lo", "hi"), strict=True):
         out[column] = [float(pooled.at[k, source]) if k in pooled.index else np.nan for k in keys]
