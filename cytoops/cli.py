@@ -155,6 +155,7 @@ COMMANDS: dict[str, Callable] = {
     "run": pipeline.command,
     "summary": evaluate.summary_command,
     "track": tracking.command,
+    "ui-url": tracking.ui_url_command,
     "register": register.command,
     "best-model": registry.best_model_command,
     "predict": predict.command,

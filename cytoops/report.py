@@ -299,6 +299,7 @@ def verdict_rows(v: Verdict) -> list[dict]:
                     str(r.get("best_family", "")) if pd.notna(r.get("best_family")) else ""
                 ),
                 "auc": _ci(r.get("roc_auc"), r.get("roc_auc_lo"), r.get("roc_auc_hi")),
+                "lopo": _ci(r.get("lopo_roc_auc"), r.get("lopo_lo"), r.get("lopo_hi")),
                 "blind": f"{html.escape(str(r.get('best_blind', '')))} {_fmt(r.get('best_blind_roc_auc'))}",
                 "study_vs_profile": _diff(r, "study_vs_profile"),
                 "vs_embeddings": _diff(r, "best_vs_embeddings"),
@@ -307,6 +308,13 @@ def verdict_rows(v: Verdict) -> list[dict]:
             }
         )
     return rows
+
+
+def lopo_plates(v: Verdict) -> int:
+    """Plates of the leave-one-plate-out estimate (0 when there is none: one plate)."""
+    if v.lopo.empty:
+        return 0
+    return int(v.wells.plate.astype(str).nunique())
 
 
 def truth_rows(v: Verdict) -> list[dict]:
@@ -360,6 +368,7 @@ def write(v: Verdict, reports: Path) -> Path:
         level=int(100 * v.params["level"]),
         figures={k: _img(data, k) for k, data in figures.items()},
         rows=verdict_rows(v),
+        lopo_plates=lopo_plates(v),
         truth=truth_rows(v),
         truth_summary=truth.truth_summary(v.truth),
         hyp_head=hyp_head,

@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 TAG_PID = "cytoops.pid"
 TAG_PID_START = "cytoops.pid_start"
 TAG_HOST = "cytoops.host"
-# MLflow 3's UI opens an experiment on its GenAI overview (traces) or on its training runs by this tag
-# ("genai_development" | "custom_model_development"); untagged, it guesses from what the experiment holds
+# MLflow 3's kind of an experiment ("genai_development" | "custom_model_development"; untagged, its UI asks).
+# Which page the UI lands on follows a toggle kept in the browser instead (mlflow/mlflow#24498): the exact
+# URL of the training runs is `tracking.ui_lines`'s
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 STORE_FILE = "mlflow.db"

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import signal
 import threading
 import time
@@ -38,7 +39,18 @@ from cytoops import cvresult, tables
 from cytoops.params import Params
 from cytoops.params import load as load_params
 from cytoops.plate import slugify
-from cytoops.store import Store, TrackingError, connect, git, one_line, owner_tags, resolve_uri, retry
+from cytoops.store import (
+    STORE_FILE,
+    Store,
+    TrackingError,
+    connect,
+    git,
+    one_line,
+    owner_tags,
+    resolve_uri,
+    retry,
+    sqlite_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +178,13 @@ class Tracked:
     def load(cls, path: Path) -> Tracked:
         if not Path(path).is_file():
             raise TrackingError(f"{path} does not exist: run `cytoops track` (the DVC stage track) first")
-        return cls(**json.loads(Path(path).read_text()))
+        try:
+            return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
+            raise TrackingError(
+                f"{path} is not a run.json written by `cytoops track` ({type(err).__name__}); fix: rerun it "
+                f"(dvc repro -f track)"
+            ) from None
 
 
 @contextlib.contextmanager
@@ -432,3 +450,37 @@ def command(
     log.info(
         f"track: run {tracked.run_id} with {len(tracked.nested)} nested runs in {store.experiment!r} -> {out}"
     )
+
+
+# ---- where to look ---------------------------------------------------------------------------------------
+
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def ui_lines(tracked: Tracked, cwd: Path | None = None) -> list[str]:
+    """How to see the experiment's training runs: the command that serves the store, then the exact URL.
+
+    The URL names the runs tab (`#/experiments/<id>/runs`) because MLflow 3.17's UI opens an experiment on its
+    GenAI overview whatever the `mlflow.experimentKind` tag says: the sidebar's GenAI / model-training toggle
+    lives in the browser's localStorage (mlflow/mlflow#24498)."""
+    runs = f"#/experiments/{tracked.experiment_id}/runs"
+    uri = tracked.tracking_uri
+    if uri.startswith(("http://", "https://")):
+        return [f"MLflow: the training runs of experiment {tracked.experiment!r} on the tracking server:",
+                f"{uri.rstrip('/')}/{runs}"]  # fmt: skip
+    here = Path(cwd or Path.cwd()).resolve() / STORE_FILE
+    serve = "mlflow ui" if sqlite_path(uri) == here else f"mlflow ui --backend-store-uri {shlex.quote(uri)}"
+    return [
+        f"MLflow: run `{serve}`, then open the training runs of experiment {tracked.experiment!r}:",
+        f"{UI_ADDRESS}/{runs}",
+    ]
+
+
+def ui_url_command(
+    run: Path = typer.Option(
+        Path("work/track/run.json"), "--run", help="run.json written by `cytoops track` (or `cytoops run`)."
+    ),
+) -> None:
+    """Print how to open the pipeline's MLflow training runs: `mlflow ui` and the experiment's runs URL."""
+    for line in ui_lines(Tracked.load(run)):
+        typer.echo(line)

@@ -7,3 +7,4 @@ dvc pull data.dvc
 cytoops validate data
 dvc repro
 cytoops summary metrics/summary.json
+cytoops ui-url --run work/track/run.json

@@ -182,6 +182,11 @@ def test_report_is_one_self_contained_page(tmp_path, with_truth):
     assert not table.loc["noise", "predictable"] and table.loc["noise", "roc_auc"] < 0.65
     wanted = {"roc_auc_lo", "roc_auc_hi", "best_family", "best_blind", "p", "q", "study_vs_profile_auc_diff"}
     assert wanted - {"study_vs_profile_auc_diff"} <= set(table.columns)
+    # one plate: no leave-one-plate-out estimate; its columns are there, empty, and the page has no column
+    assert table[["lopo_roc_auc", "lopo_lo", "lopo_hi"]].isna().all().all()
+    lopo = pd.read_csv(reports / "verdict" / "leave_one_plate_out.csv")
+    assert lopo.empty and "held_out_plate" in lopo.columns
+    assert "another plate" not in text
     if with_truth:
         truth = pd.read_csv(reports / "truth.csv").set_index("cytokine")
         assert truth.loc["seen", "outcome"] == "found"

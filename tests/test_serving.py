@@ -158,7 +158,7 @@ def test_cell_count_is_served_as_the_baseline_counts_and_fits(plate, tmp_path, c
     if counter == "segmentation":  # the verdict's cell_count column when there is a profile
         np.testing.assert_array_equal(counts, profile.profile_wells(w.images, w.wells, w.channels).cell_count)
     linear = baselines.fit_linear(counts[:, None], plate["y"])
-    expected = baselines._fit_predict(counts[:, None], plate["y"], counts[:, None])
+    expected = baselines.fit_predict(counts[:, None], plate["y"], counts[:, None])
     np.testing.assert_allclose(linear.probability(counts[:, None]), expected)
     s = servable.build("cell_count", servable.CellCount(linear, counter), plate["recipe"], tmp_path / "art")
     loaded = served(s, tmp_path)

@@ -12,6 +12,7 @@ Modules, in the order the stage uses them:
 - `permutation`: the max-T permutation test of "images say nothing beyond the well's position";
 - `call`: Benjamini-Hochberg, the call, and the comparisons beside it (family, study vs profile, embeddings,
   cell count alone);
+- `transfer`: with 2+ plates, the leave-one-plate-out estimate of the families the verdict refits itself;
 - `claims`: the study's own claims as tests; `truth`: calls scored against a simulated plate's truth.json;
 - `result`: the `Verdict` the report reads; `stage`: the stage (compute, save, run, the typer command).
 """

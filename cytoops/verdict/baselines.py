@@ -68,7 +68,7 @@ def fit_linear(x_train: np.ndarray, y_train: np.ndarray) -> Linear:
     return linear.from_pipeline(model)
 
 
-def _fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
     """`fit_linear` on the training fold, applied to the test wells; constant on one class."""
     if len(np.unique(y_train)) < 2:
         return np.full(len(x_test), float(np.mean(y_train)) if len(y_train) else 0.5)
@@ -112,7 +112,7 @@ def baseline_predictions(
                     prob = np.full(int(test.sum()), 0.5)
                 else:
                     x = table.to_numpy(float)
-                    prob = _fit_predict(x[idx[trn]], y[trn], x[idx[test]])
+                    prob = fit_predict(x[idx[trn]], y[trn], x[idx[test]])
                 out.append(
                     pd.DataFrame(
                         {

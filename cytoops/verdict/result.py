@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -23,3 +23,5 @@ class Verdict:
     params: dict
     notes: list
     timing: dict
+    # leave-one-plate-out estimates (transfer.COLUMNS); empty on one plate
+    lopo: pd.DataFrame = field(default_factory=pd.DataFrame)

@@ -1,7 +1,8 @@
 """verdict.stage: the verdict stage, from train's results to reports/verdict/.
 
 `compute` runs the verdict's steps in order (baselines on train's folds, scores and bootstrap intervals, the
-permutation test, the call, the study's claims, the known truth), each owned by its verdict module; `save`
+permutation test, the call, the leave-one-plate-out estimate where there are 2+ plates, the study's claims,
+the known truth), each owned by its verdict module; `save`
 writes the tables, `summary_lines` says the answer, and `run` / `command` are the stage's edges.
 """
 
@@ -20,7 +21,7 @@ import typer
 from cytoops import cvresult, evaluate, wrangle
 from cytoops.params import STUDY_ARCHITECTURES, Params, VerdictParams
 from cytoops.params import load as load_params
-from cytoops.verdict import baselines, call, claims, metrics, permutation, truth
+from cytoops.verdict import baselines, call, claims, metrics, permutation, transfer, truth
 from cytoops.verdict.result import Verdict
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ def compute(
     t0 = time.perf_counter()
     kept = list(wrangle.kept_cytokines(w.cytokines))
     problems = _problems(result)
-    both, notes = _predictions(w, result, profile, kept, problems)
+    feats = baselines.baseline_features(w, profile)
+    both, notes = _predictions(w, result, feats, kept, problems)
     timing["baselines_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     scores = metrics.score_predictions(both)
@@ -60,6 +62,14 @@ def compute(
     timing["permutation_test_s"] = time.perf_counter() - t2
     table = call.decide(summary, draws, tests, kept, problems, vp.alpha, vp.level)
     metrics.check_scores(scores, both, _best_predictors(table))
+    t3 = time.perf_counter()
+    trained = result.predictions[["cytokine", "architecture"]].drop_duplicates()
+    trained = trained[trained.cytokine.isin(kept)]
+    refit = transfer.refit_features(feats, profile)
+    lopo = transfer.leave_one_plate_out(w.wells, w.labels, kept, refit, trained, vp)
+    table = transfer.attach(table, lopo)
+    if len(transfer.plates(w.wells)) > 1:
+        timing["leave_one_plate_out_s"] = time.perf_counter() - t3
     hyp = _claims(both, p, vit_pretrained)
     known = truth.find_truth(data, list(w.wells.plate.astype(str).unique()))
     timing["total_s"] = time.perf_counter() - t0
@@ -76,20 +86,20 @@ def compute(
         params=dataclasses.asdict(vp),
         notes=notes,
         timing={k: round(v, 2) for k, v in timing.items()},
+        lopo=lopo,
     )
 
 
 def _predictions(
     w: wrangle.Wrangled,
     result: cvresult.Result,
-    profile: pd.DataFrame | None,
+    feats: dict[str, pd.DataFrame | None],
     kept: list[str],
     problems: dict[str, str],
 ) -> tuple[pd.DataFrame, list[str]]:
     """(train's predictions of the kept cytokines and the baselines' on the same folds; notes for users)."""
     notes = []
     preds = result.predictions[result.predictions.cytokine.isin(kept)]
-    feats = baselines.baseline_features(w, profile)
     if "embeddings" not in feats:
         notes.append("No embeddings.csv on the plates: the Part 1 (embeddings) comparison is left out.")
     folds = result.folds[result.folds.cytokine.isin(kept) & ~result.folds.cytokine.isin(list(problems))]
@@ -147,15 +157,17 @@ def _claims(both: pd.DataFrame, p: Params, vit_pretrained: bool | None) -> pd.Da
 
 TABLE_COLUMNS = [
     "cytokine", "predictable", "q", "p", "n_perm", "best_predictor", "best_family", "roc_auc", "roc_auc_lo",
-    "roc_auc_hi", "best_blind", "best_blind_roc_auc", "beats_blind", "f1", "average_precision", "prevalence",
-    "study_vs_profile_auc_diff", "study_vs_profile_lo", "study_vs_profile_hi", "best_vs_embeddings_auc_diff",
-    "best_vs_embeddings_lo", "best_vs_embeddings_hi", "best_vs_cell_count_auc_diff", "best_vs_cell_count_lo",
-    "best_vs_cell_count_hi", "cell_count_alone", "reason",
+    "roc_auc_hi", *transfer.TABLE_COLUMNS, "best_blind", "best_blind_roc_auc", "beats_blind", "f1",
+    "average_precision", "prevalence", "study_vs_profile_auc_diff", "study_vs_profile_lo",
+    "study_vs_profile_hi", "best_vs_embeddings_auc_diff", "best_vs_embeddings_lo", "best_vs_embeddings_hi",
+    "best_vs_cell_count_auc_diff", "best_vs_cell_count_lo", "best_vs_cell_count_hi", "cell_count_alone",
+    "reason",
 ]  # fmt: skip
 
 
 def save(v: Verdict, reports: Path, metrics_path: Path | None) -> list[Path]:
-    """predictable.csv, hypotheses.csv, truth.csv and the per-predictor tables under reports/verdict/."""
+    """predictable.csv, hypotheses.csv, truth.csv and the per-predictor tables under reports/verdict/
+    (leave_one_plate_out.csv: header only on one plate)."""
     reports.mkdir(parents=True, exist_ok=True)
     detail = reports / "verdict"
     detail.mkdir(parents=True, exist_ok=True)
@@ -166,6 +178,7 @@ def save(v: Verdict, reports: Path, metrics_path: Path | None) -> list[Path]:
     v.truth.to_csv(reports / "truth.csv", index=False)
     v.summary.to_csv(detail / "predictors.csv", index=False)
     v.fold_scores.to_csv(detail / "fold_scores.csv", index=False)
+    v.lopo.reindex(columns=transfer.COLUMNS).to_csv(detail / "leave_one_plate_out.csv", index=False)
     # for `dvc plots`: the best image predictor's AUC per cytokine beside the image-blind baseline's
     v.table[["cytokine", "roc_auc", "best_blind_roc_auc", *families]].to_csv(
         detail / "auc_by_family.csv", index=False
@@ -223,6 +236,20 @@ def summary_lines(v: Verdict, alpha: float) -> list[str]:
             or "none"
         )
     ]
+    if len(v.lopo):
+        held = called[called.lopo_roc_auc.notna()]
+        lines.append(
+            f"on another plate (leave one plate out, {v.wells.plate.astype(str).nunique()} plates; CNNs and "
+            f"ViTs not re-trained): "
+            + (
+                ", ".join(
+                    f"{r.cytokine} AUC {r.lopo_roc_auc:.2f} [{r.lopo_lo:.2f}, {r.lopo_hi:.2f}]"
+                    for r in held.itertuples()
+                )  # fmt: skip
+                or "no called cytokine's best predictor is refit per plate"
+            )
+            + "; reports/verdict/leave_one_plate_out.csv"
+        )
     ts = truth.truth_summary(v.truth)
     if ts:
         lines.append(
