@@ -265,57 +265,80 @@ def run_task(
             else model_input(inputs, task.architecture)
         )
     source = sources[kind]
-    y, wells, groups = task.labels, task.wells, task.groups
+    wells = task.wells
     for fold in range(params.folds):
-        test = task.folds == fold
-        train = (task.folds != fold) & task.balanced
         try:
-            val = split_validation(
-                y[train], groups[train], params.val_fraction, params.seed + 1000 * task.repeat + fold
-            )
+            split = fold_split(task, fold, params)
         except ValueError as err:  # e.g. a training fold of one treatment: no grouped validation split
             for strategy in inputs.strategies:
                 unit = Unit(task.architecture, strategy, task.cytokine, task.repeat, fold)
                 out["failures"].append({**unit.__dict__, "error": f"validation split: {err}"})
             continue
-        fit_wells, val_wells = wells[train][~val], wells[train][val]
-        y_fit, y_val = y[train][~val], y[train][val]
-        label_of = dict(zip(fit_wells, y_fit, strict=True))
+        fit, val, test = split
         for strategy in inputs.strategies:
             unit = Unit(task.architecture, strategy, task.cytokine, task.repeat, fold)
             t0 = time.perf_counter()
             try:
-                x_fit, src = augment.training_views(source, inputs.bank.views, strategy, fit_wells)
-                y_fit_views = np.array([label_of[s] for s in src])  # each copy keeps its well's label
-                x_val = augment.identity_view(source, inputs.bank.views, val_wells)
-                x_test = augment.identity_view(source, inputs.bank.views, wells[test])
+                a = unit_arrays(task, split, source, inputs.bank.views, strategy)
                 model, history, best_epoch = fitter.fit(
-                    task.architecture, x_fit, y_fit_views, x_val, y_val, unit.seed(params.seed)
+                    task.architecture, a.x_fit, a.y_fit, a.x_val, a.y_val, unit.seed(params.seed)
                 )
-                prob = fitter.probability(model, x_test)
+                prob = fitter.probability(model, a.x_test)
             except Exception as err:  # noqa: BLE001 - recorded per unit, the grid goes on
                 out["failures"].append({**unit.__dict__, "error": f"{type(err).__name__}: {err}"})
                 continue
             out["predictions"].append(
-                _prediction_rows(unit, inputs, wells[test], y[test], task.balanced[test], prob)
+                _prediction_rows(unit, inputs, wells[test], a.y_test, task.balanced[test], prob)
             )
             n_epochs = len(history["loss"])
             out["curves"].append(
                 pd.DataFrame({**unit.__dict__, "epoch": np.arange(1, n_epochs + 1), **history})
             )
             out["fits"].append(
-                _fit_row(
-                    unit,
-                    len(fit_wells),
-                    len(x_fit),
-                    len(val_wells),
-                    int(test.sum()),
-                    best_epoch,
-                    n_epochs,
-                    t0,
-                )
+                _fit_row(unit, len(fit), len(a.x_fit), len(val), len(test), best_epoch, n_epochs, t0)
             )
     return out
+
+
+def fold_split(task: Task, fold: int, params: TrainParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A fold's (fit, validation, test) wells, as positions in the task's wells: the study's architectures fit
+    on the training fold's class-balanced wells less a grouped validation split carved from them, and are
+    tested on every labelled well of the test fold. ValueError when no validation split can be made."""
+    test = np.flatnonzero(task.folds == fold)
+    train = np.flatnonzero((task.folds != fold) & task.balanced)
+    seed = params.seed + 1000 * task.repeat + fold
+    val = split_validation(task.labels[train], task.groups[train], params.val_fraction, seed)
+    return train[~val], train[val], test
+
+
+@dataclass(frozen=True)
+class UnitArrays:
+    """What one unit trains, validates and is tested on: (views x wells, ...) rows and their labels."""
+
+    x_fit: np.ndarray  # every training view of the fit wells (augment.training_views)
+    y_fit: np.ndarray  # each copy keeps its well's label
+    x_val: np.ndarray  # validation and test wells: the identity view only
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def unit_arrays(task: Task, split: tuple, source: np.ndarray, views, strategy: str) -> UnitArrays:
+    """One unit's arrays (a task's fold, `fold_split`, under an augmentation strategy) from `source`, the
+    (views, wells, ...) array its model reads: what `run_task` fits, and what the benchmark's study loop
+    fits, so the two train on the same wells."""
+    fit, val, test = split
+    fit_wells = task.wells[fit]
+    x_fit, src = augment.training_views(source, views, strategy, fit_wells)
+    label_of = dict(zip(fit_wells, task.labels[fit], strict=True))
+    return UnitArrays(
+        x_fit=x_fit,
+        y_fit=np.array([label_of[s] for s in src]),
+        x_val=augment.identity_view(source, views, task.wells[val]),
+        y_val=task.labels[val],
+        x_test=augment.identity_view(source, views, task.wells[test]),
+        y_test=task.labels[test],
+    )
 
 
 def run_profile(task: Task, inputs: Inputs, params: TrainParams) -> dict[str, list]:

@@ -5,13 +5,80 @@ No timing is asserted (the machine may be shared); only that every field is ther
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from test_train import Recorder, fast_params, index_of, synthetic_inputs, trace
+
+from cytoops import dataset, train
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
 UNIT_KEYS = {"architecture", "augmentation", "cytokine", "repeat", "fold"}
+sys.path.insert(0, str(BENCH.parent))
+import bench  # noqa: E402 - benchmarks/ is not a package: on the path above
+
+
+def test_the_study_side_fits_the_wells_cytoops_fits(monkeypatch):
+    """bench's study loop takes each unit's arrays from train.fold_split / train.unit_arrays: the wells
+    run_task fits (the training fold's class-balanced wells), not every well outside the test fold."""
+    inputs = synthetic_inputs()
+    labels = inputs.labels.copy()
+    rng = np.random.default_rng(0)
+    labels.loc[(labels.label == 0) & (rng.random(len(labels)) < 0.4), "balanced"] = False
+    inputs = dataclasses.replace(inputs, labels=labels)
+    params = fast_params(epochs=1)
+    recorder = Recorder(monkeypatch)
+    tasks = train.plan(inputs, params)[0]
+    source = dataset.cnn_view_bank(inputs, params.cnn_channels)
+    index = index_of(source, inputs.bank.views)
+    by_key = {(t.architecture, t.cytokine, t.repeat): t for t in tasks}
+    for task in tasks:
+        recorder.calls.clear()
+        train.run_task(task, inputs, params, train.Fitter(params), {})
+        units = [(f, s) for f in range(params.folds) for s in inputs.strategies]
+        assert len(recorder.calls) == len(units)
+        balanced = set(task.wells[task.balanced])
+        for (fold, strategy), call in zip(units, recorder.calls, strict=True):
+            u = dict(
+                architecture=task.architecture,
+                augmentation=strategy,
+                cytokine=task.cytokine,
+                repeat=task.repeat,
+                fold=fold,
+            )
+            n_fit, a = bench.unit_arrays(by_key, u, source, inputs.bank.views, params)
+            for mine, theirs in ((a.x_fit, "x"), (a.y_fit, "y"), (a.x_val, "x_val"), (a.y_val, "y_val")):
+                np.testing.assert_array_equal(mine, call[theirs])
+            np.testing.assert_array_equal(a.x_test, call["x_test"])
+            fit_wells = {w for _, w in trace(a.x_fit, index)}
+            assert len(fit_wells) == n_fit
+            assert fit_wells <= balanced and len(balanced) < len(task.wells)  # some wells are not balanced
+
+
+@pytest.mark.parametrize("per_arch", [5, 10])
+def test_the_study_subset_spreads_over_augmentations_and_cytokines(per_arch):
+    strategies = ("none", "hflip", "vflip", "hvflip", "flips")
+    tasks = [
+        SimpleNamespace(architecture=a, cytokine=f"c{c}", repeat=0)
+        for a in ("wide_cnn", "deep_cnn")
+        for c in range(6)
+    ]
+    subset = bench.pick_subset(tasks, 2, strategies, per_arch, seed=0)
+    assert subset == bench.pick_subset(tasks, 2, strategies, per_arch, seed=0)  # seeded
+    assert subset != bench.pick_subset(tasks, 2, strategies, per_arch, seed=1)
+    assert len({bench.unit_key(u) for u in subset}) == len(subset) == 2 * per_arch
+    for arch in ("wide_cnn", "deep_cnn"):
+        mine = [u for u in subset if u["architecture"] == arch]
+        assert Counter(u["augmentation"] for u in mine) == {s: per_arch // 5 for s in strategies}
+        counts = Counter(u["cytokine"] for u in mine)
+        assert len(counts) == min(per_arch, 6) and max(counts.values()) - min(counts.values()) <= 1
 
 
 def test_quick_benchmark_writes_every_field(tiny_plate, tmp_path):
@@ -72,6 +139,10 @@ def test_quick_benchmark_writes_every_field(tiny_plate, tmp_path):
     if st["units_failed"] == 0:
         assert st["grid_seconds_extrapolated"] > 0
         assert r["speedup"]["grid"] > 0
+    assert st["units_per_architecture"] == {a: sum(u["architecture"] == a for u in ran) for a in archs}
+    # like for like: the study loop fitted each unit on the wells cytoops fitted it on
+    assert st["fit_wells_mean"] == cy["fit_wells_mean"] > 0
+    assert all(u["fit_wells_study"] == u["fit_wells_cytoops"] for u in ran)
 
     f1 = r["f1_agreement"]
     for side in ("study_vs_cytoops", "seed_noise"):
@@ -88,6 +159,7 @@ def test_quick_benchmark_writes_every_field(tiny_plate, tmp_path):
         "speedup_at_least_50x",
         "cytoops_peak_memory_under_4_gb",
         "f1_agree",
+        "cnn_trainers_at_60_percent_of_matmul",
     } <= set(t)
     assert r["bench_wall_seconds"] > 0
 
