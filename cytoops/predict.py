@@ -264,6 +264,12 @@ def command(
     ),
     cutoff: float = typer.Option(0.5, "--cutoff", help="Call a well a responder when P(responder) >= this."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap of the ROC AUC interval."),
+    record: bool = typer.Option(
+        True,
+        "--record/--no-record",
+        help="On labelled plates, keep each scored version's ROC AUC here as its tags (transfer_*): "
+        "`cytoops best-model` shows it.",
+    ),
 ) -> None:
     """Score every well of new plates with the registered champions (any family); name every cytokine that
     cannot be scored; with readouts, report per cytokine ROC AUC with interval, F1 and calibration beside the
@@ -300,10 +306,35 @@ def command(
             )
         why = "; ".join(f"{r.cytokine}: {r.note}" for r in skipped.itertuples())
         raise store.TrackingError(f"predict: nothing could be scored: {why}")
-    _write(frames, notes, champions, out, cutoff, seed)
+    moved = _write(frames, notes, champions, out, cutoff, seed)
+    if record and moved is not None:
+        _record(
+            mlflow.MlflowClient(), champions, moved, sorted({p for f in frames for p in f.plate.unique()})
+        )
 
 
-def _write(frames: list, notes: pd.DataFrame, champions: list[Champion], out: Path, cutoff: float, seed: int):
+TRANSFER_TAGS = ("roc_auc", "roc_auc_lo", "roc_auc_hi", "n_wells")  # kept as transfer_<name> on a version
+
+
+def _record(client, champions: list[Champion], moved: pd.DataFrame, plates: list[str]) -> None:
+    """Each scored version's ROC AUC on these plates as its tags: the registry remembers where a model was
+    tested before it was deployed (`cytoops best-model` shows it)."""
+    by_cytokine = {ch.cytokine: ch for ch in champions}
+    for r in moved.itertuples():
+        ch = by_cytokine.get(r.cytokine)
+        if ch is None or pd.isna(r.roc_auc):
+            continue
+        tags = {f"transfer_{k}": str(round(float(getattr(r, k)), 4)) for k in TRANSFER_TAGS}
+        tags["transfer_n_wells"] = str(int(r.n_wells))
+        tags["transfer_plates"] = ",".join(plates)[:500]
+        for key, value in tags.items():
+            store.retry(client.set_model_version_tag, ch.registered_model, ch.version, key, value)
+    log.info(f"predict: the ROC AUC on {', '.join(plates)} is kept on each scored version (transfer_* tags)")
+
+
+def _write(
+    frames: list, notes: pd.DataFrame, champions: list[Champion], out: Path, cutoff: float, seed: int
+) -> pd.DataFrame | None:
     table = pd.concat(frames, ignore_index=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.drop(columns="cluster").to_csv(out, index=False)
@@ -325,7 +356,7 @@ def _write(frames: list, notes: pd.DataFrame, champions: list[Champion], out: Pa
         + (f"; {n_skipped} skipped (see {notes_file})" if n_skipped else f" (notes: {notes_file})")
     )
     if not table.label.notna().any():
-        return
+        return None
     scores = score(table, cutoff)
     f1_file = out.with_name(out.stem + "_f1.csv")
     scores.to_csv(f1_file, index=False)
@@ -347,6 +378,7 @@ def _write(frames: list, notes: pd.DataFrame, champions: list[Champion], out: Pa
         cv = "" if pd.isna(r.cv_roc_auc) else f" (cross-validated {r.cv_roc_auc:.3f})"
         log.info(f"  {r.cytokine:<16} ROC AUC {r.roc_auc:.3f} ({r.roc_auc_lo:.3f}-{r.roc_auc_hi:.3f}){cv}")
     log.info(f"predict: F1 per cytokine -> {f1_file}; transfer -> {png.with_suffix('.csv')}, {png}")
+    return moved
 
 
 _CV = ("cv_roc_auc", "cv_roc_auc_lo", "cv_roc_auc_hi")

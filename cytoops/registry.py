@@ -17,6 +17,7 @@ from cytoops.store import TrackingError, connect, retry
 PREFIX = "cytoops-"
 ALIAS = "champion"  # the verdict's best predictor of a cytokine it called predictable (any image family)
 SCORE_TAGS = ("cv_f1", "cv_roc_auc", "cv_roc_auc_lo", "cv_roc_auc_hi", "q")  # how sure, on each version
+TRANSFER_TAGS = ("transfer_roc_auc", "transfer_roc_auc_lo", "transfer_roc_auc_hi")  # set by `cytoops predict`
 UNAVAILABLE_TAG = "champion_unavailable"  # on a registered model: why its best predictor could not be served
 BEST_ALIAS = "best-cnn"  # the best CNN of every kept cytokine, predictable or not
 
@@ -166,4 +167,11 @@ def best_model_command(
         f"  refit {epochs}{info['n_wells']} wells, channels {','.join(info['channels'])}, "
         f"{info['image_size']}x{info['image_size']}"
     )
+    if info.get("transfer_roc_auc") is not None:
+        typer.echo(
+            f"  on another plate ({info['transfer_plates']}): ROC AUC {info['transfer_roc_auc']:.2f} "
+            f"({info['transfer_roc_auc_lo']:.2f}-{info['transfer_roc_auc_hi']:.2f}) (cytoops predict)"
+        )
+    else:
+        typer.echo("  not yet tested on another plate: run `cytoops predict` on a labelled plate")
     typer.echo(f"  source run {info['source_run_id']} (pipeline run {info['pipeline_run_id']})")

@@ -218,6 +218,13 @@ def test_predict_scores_any_family_names_what_it_skips_and_reports_the_transfer(
     assert set(curves.cytokine) == {"IL-6", "TNF-α"}
     assert curves.groupby("cytokine").n_wells.sum().eq(36).all()
     assert (folder / "p_transfer.png").stat().st_size > 10_000
+    # the registry remembers where each version was tested; best-model shows it
+    tags = mlflow.MlflowClient().get_model_version_by_alias("cytoops-IL-6", "champion").tags
+    assert float(tags["transfer_roc_auc"]) == pytest.approx(il6.roc_auc, abs=1e-4)
+    assert tags["transfer_plates"] == "plate-2" and tags["transfer_n_wells"] == "36"
+    shown = runner.invoke(app, ["best-model", "IL-6"])
+    assert f"on another plate (plate-2): ROC AUC {il6.roc_auc:.2f}" in shown.output, shown.output
+    assert "CV ROC AUC 0.81 (0.62-0.93)" in shown.output
     again = runner.invoke(app, ["predict", str(other), "--out", str(folder / "q.csv")])
     pd.testing.assert_frame_equal(
         pd.read_csv(folder / "q_transfer.csv"), pd.read_csv(folder / "p_transfer.csv")
