@@ -1,5 +1,5 @@
-"""The per-fit trainer, old against new, in one process: `cytoops/fitter.py` as it is against the same file at a
-git revision, on the same units of the demo plate, on one TensorFlow thread (as a grid worker).
+"""The per-fit trainer, old against new, in one process: `cytoops/fitter.py` as it is against the same file
+at a git revision, on the same units of the demo plate, on one TensorFlow thread (as a grid worker).
 
     python benchmarks/fitter_speed.py [--baseline HEAD~1] [--data data] [--tasks 1] [--rounds 3]
                                       [--out benchmarks/fitter_speed.json]
@@ -7,9 +7,12 @@ git revision, on the same units of the demo plate, on one TensorFlow thread (as 
 Per CNN architecture: the units of its first `--tasks` tasks (folds x augmentations, as `train.run_task` makes
 them), each fitted by both trainers after a 1-epoch warm-up of each (tracing is not timed). The two run in
 alternation, `--rounds` times, and each side's fastest round counts (the machine may be shared). Per side:
-seconds, useful GFLOP/s and its share of the same thread's fp32 matmul rate (`trainers.py`); between the two:
-whether every unit's history, best epoch and test probabilities are bit-for-bit the same, and the largest
-probability difference. Writes one JSON.
+seconds, useful GFLOP/s and its share of the same thread's fp32 matmul rate (`trainers.py`, measured before
+each round, the fastest counts); between the two:
+whether every unit's history, best epoch and test probabilities are bit-for-bit the same, how many units
+stopped at the same epochs, and the largest and mean probability difference; and, for scale, the same
+differences between the new trainer and itself with unit seeds from another base seed (seed noise).
+Writes one JSON.
 """
 
 from __future__ import annotations
@@ -64,6 +67,19 @@ def fit_all(fitter, arch: str, units: list, seed_base: int) -> tuple[float, list
     return time.perf_counter() - t0, out
 
 
+def differences(a: list, b: list) -> dict:
+    """Between two runs of the same units: units stopped at the same epochs, probability differences."""
+    d = np.concatenate([np.abs(pa - pb) for (_, _, pa), (_, _, pb) in zip(a, b, strict=True)])
+    same_epochs = sum(
+        ba == bb and len(ha["loss"]) == len(hb["loss"]) for (ha, ba, _), (hb, bb, _) in zip(a, b, strict=True)
+    )
+    return {
+        "same_epochs": same_epochs,
+        "max_abs_prob_difference": float(d.max()),
+        "mean_abs_prob_difference": float(d.mean()),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", default="HEAD~1", help="git revision of the old cytoops/fitter.py")
@@ -96,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     tasks = train.plan(inputs, p.train)[0]
     source = train.cnn_view_bank(inputs, p.train.cnn_channels)
-    matmul = probe.matmul_gflops()
-    log(f"fp32 matmul {matmul:.1f} GFLOP/s on one thread")
+    matmuls = [probe.matmul_gflops()]  # again before each round: the fastest counts, as for the trainers
     rows = {}
     with probe.LoadSampler() as load:
         for arch in args.architectures:
@@ -116,34 +131,40 @@ def main(argv: list[str] | None = None) -> int:
             seconds = {side: [] for side in sides}
             results = {}
             for r in range(args.rounds):
+                matmuls.append(probe.matmul_gflops())
                 for side, fitter in sides.items():
                     s, results[side] = fit_all(fitter, arch, units, p.train.seed)
                     seconds[side].append(s)
                 log(f"{arch} round {r + 1}: old {seconds['old'][-1]:.1f} s, new {seconds['new'][-1]:.1f} s")
-            flops = sum(
-                trainers.unit_flops(forward, a, len(h["loss"]))
-                for (_, a), (h, _, _) in zip(units, results["new"], strict=True)
-            )
+            flops = {
+                side: sum(
+                    trainers.unit_flops(forward, a, len(h["loss"]))
+                    for (_, a), (h, _, _) in zip(units, results[side], strict=True)
+                )
+                for side in sides
+            }
+            matmul = max(matmuls)
             same = all(
                 ho == hn and bo == bn and np.array_equal(po, pn)
                 for (ho, bo, po), (hn, bn, pn) in zip(results["old"], results["new"], strict=True)
             )
-            diff = max(float(np.abs(po - pn).max()) for (_, _, po), (_, _, pn) in zip(*results.values()))
+            _, noise = fit_all(sides["new"], arch, units, p.train.seed + 1)
+            compare = {"old_vs_new": results["old"], "new_other_seed_vs_new": noise}
             best = {side: min(s) for side, s in seconds.items()}
             rows[arch] = {
                 "units": len(units),
                 "image_epochs": sum(
-                    len(a.x_fit) * len(h["loss"]) for (_, a), (h, _, _) in zip(units, results["new"])
+                    len(a.x_fit) * len(h["loss"])
+                    for (_, a), (h, _, _) in zip(units, results["new"], strict=True)
                 ),
                 "seconds": seconds,
                 "speedup": best["old"] / best["new"],
-                "fraction_of_matmul": {side: flops / best[side] / 1e9 / matmul for side in sides},
+                "fraction_of_matmul": {side: flops[side] / best[side] / 1e9 / matmul for side in sides},
                 "bit_identical": same,
-                "max_abs_prob_difference": diff,
+                **{name: differences(a, results["new"]) for name, a in compare.items()},
             }
-            log(
-                f"{arch}: {rows[arch]['speedup']:.2f}x, identical: {same}, share {rows[arch]['fraction_of_matmul']}"
-            )
+            share = {k: round(v, 3) for k, v in rows[arch]["fraction_of_matmul"].items()}
+            log(f"{arch}: {rows[arch]['speedup']:.2f}x, identical: {same}, share of matmul {share}")
     result = {
         "what": "cytoops/fitter.py against its version at `baseline`, same units and process, one TensorFlow "
         "thread; seconds of every round, speed-up and share of fp32 matmul on each side's fastest round",
@@ -154,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_model": probe.cpu_model(),
         "load_average_at_start": [round(v, 2) for v in load_start],
         "load_during_run": load.summary(),
-        "matmul_gflops_fp32_one_thread": matmul,
+        "matmul_gflops_fp32_one_thread": max(matmuls),
+        "matmul_gflops_fp32_samples": matmuls,
         "by_architecture": rows,
     }
     args.out.write_text(json.dumps(result, indent=2, default=float) + "\n")
