@@ -5,10 +5,10 @@ at a git revision, on the same units of the demo plate, on one TensorFlow thread
                                       [--out benchmarks/fitter_speed.json]
 
 Per CNN architecture: the units of its first `--tasks` tasks (folds x augmentations, as `train.run_task` makes
-them), each fitted by both trainers after a 1-epoch warm-up of each (tracing is not timed). The two run in
-alternation, `--rounds` times, and each side's fastest round counts (the machine may be shared). Per side:
-seconds, useful GFLOP/s and its share of the same thread's fp32 matmul rate (`trainers.py`, measured before
-each round, the fastest counts); between the two:
+them), each fitted by both trainers after a 1-epoch warm-up of each (tracing is not timed). Unit by unit the
+two take turns (which goes first alternates), `--rounds` times, so that both meet the same load on a shared
+machine. Per side: mean seconds of a round, useful GFLOP/s and its share of the same thread's fp32 matmul rate
+(`trainers.py`; the median of the rates measured before each round); between the two:
 whether every unit's history, best epoch and test probabilities are bit-for-bit the same, how many units
 stopped at the same epochs, and the largest and mean probability difference; and, for scale, the same
 differences between the new trainer and itself with unit seeds from another base seed (seed noise).
@@ -57,14 +57,18 @@ def fitter_at(revision: str):
     return module.Fitter
 
 
-def fit_all(fitter, arch: str, units: list, seed_base: int) -> tuple[float, list]:
-    """Fit and score every unit: (seconds, [(history, best epoch, test probabilities)])."""
-    out = []
-    t0 = time.perf_counter()
-    for unit, a in units:
-        model, history, best = fitter.fit(arch, a.x_fit, a.y_fit, a.x_val, a.y_val, unit.seed(seed_base))
-        out.append((history, best, fitter.probability(model, a.x_test)))
-    return time.perf_counter() - t0, out
+def race(sides: dict, arch: str, units: list, seed_base: int) -> tuple[dict, dict]:
+    """Every unit fitted and scored by each side in turn (which goes first alternates unit by unit, so that
+    both meet the same load): ({side: seconds}, {side: [(history, best epoch, test probabilities)]})."""
+    seconds = {side: 0.0 for side in sides}
+    out: dict[str, list] = {side: [] for side in sides}
+    for k, (unit, a) in enumerate(units):
+        for side in list(sides)[:: 1 if k % 2 == 0 else -1]:
+            fitter, t0 = sides[side], time.perf_counter()
+            model, history, best = fitter.fit(arch, a.x_fit, a.y_fit, a.x_val, a.y_val, unit.seed(seed_base))
+            out[side].append((history, best, fitter.probability(model, a.x_test)))
+            seconds[side] += time.perf_counter() - t0
+    return seconds, out
 
 
 def differences(a: list, b: list) -> dict:
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     tasks = train.plan(inputs, p.train)[0]
     source = train.cnn_view_bank(inputs, p.train.cnn_channels)
-    matmuls = [probe.matmul_gflops()]  # again before each round: the fastest counts, as for the trainers
+    matmuls = [probe.matmul_gflops()]  # and before each round: their median counts
     rows = {}
     with probe.LoadSampler() as load:
         for arch in args.architectures:
@@ -129,13 +133,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
             forward = trainers.forward_flops(model)
             seconds = {side: [] for side in sides}
-            results = {}
             for r in range(args.rounds):
                 matmuls.append(probe.matmul_gflops())
-                for side, fitter in sides.items():
-                    s, results[side] = fit_all(fitter, arch, units, p.train.seed)
-                    seconds[side].append(s)
-                log(f"{arch} round {r + 1}: old {seconds['old'][-1]:.1f} s, new {seconds['new'][-1]:.1f} s")
+                took, results = race(sides, arch, units, p.train.seed)
+                for side in sides:
+                    seconds[side].append(took[side])
+                log(f"{arch} round {r + 1}: old {took['old']:.1f} s, new {took['new']:.1f} s")
             flops = {
                 side: sum(
                     trainers.unit_flops(forward, a, len(h["loss"]))
@@ -143,14 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for side in sides
             }
-            matmul = max(matmuls)
+            matmul = float(np.median(matmuls))
             same = all(
                 ho == hn and bo == bn and np.array_equal(po, pn)
                 for (ho, bo, po), (hn, bn, pn) in zip(results["old"], results["new"], strict=True)
             )
-            _, noise = fit_all(sides["new"], arch, units, p.train.seed + 1)
-            compare = {"old_vs_new": results["old"], "new_other_seed_vs_new": noise}
-            best = {side: min(s) for side, s in seconds.items()}
+            _, noise = race({"new": sides["new"]}, arch, units, p.train.seed + 1)
+            compare = {"old_vs_new": results["old"], "new_other_seed_vs_new": noise["new"]}
+            mean = {side: float(np.mean(s)) for side, s in seconds.items()}
             rows[arch] = {
                 "units": len(units),
                 "image_epochs": sum(
@@ -158,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                     for (_, a), (h, _, _) in zip(units, results["new"], strict=True)
                 ),
                 "seconds": seconds,
-                "speedup": best["old"] / best["new"],
-                "fraction_of_matmul": {side: flops[side] / best[side] / 1e9 / matmul for side in sides},
+                "speedup": mean["old"] / mean["new"],
+                "fraction_of_matmul": {side: flops[side] / mean[side] / 1e9 / matmul for side in sides},
                 "bit_identical": same,
                 **{name: differences(a, results["new"]) for name, a in compare.items()},
             }
@@ -167,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{arch}: {rows[arch]['speedup']:.2f}x, identical: {same}, share of matmul {share}")
     result = {
         "what": "cytoops/fitter.py against its version at `baseline`, same units and process, one TensorFlow "
-        "thread; seconds of every round, speed-up and share of fp32 matmul on each side's fastest round",
+        "thread, units fitted by each in turn; seconds of every round, speed-up and share of fp32 matmul on "
+        "the mean round",
         "baseline": args.baseline,
         "baseline_commit": subprocess.run(
             ["git", "rev-parse", args.baseline], cwd=REPO, capture_output=True, text=True
@@ -175,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_model": probe.cpu_model(),
         "load_average_at_start": [round(v, 2) for v in load_start],
         "load_during_run": load.summary(),
-        "matmul_gflops_fp32_one_thread": max(matmuls),
+        "matmul_gflops_fp32_one_thread": float(np.median(matmuls)),
         "matmul_gflops_fp32_samples": matmuls,
         "by_architecture": rows,
     }
