@@ -193,7 +193,8 @@ def register(run: Provenance, evidence: Evidence, p: Params) -> dict:
             if (r.cytokine, r.architecture, r.augmentation) in best_of:
                 _best_cnn(r, refitter, run, p, called.get(r.cytokine), listing)
             else:
-                _log(refitter.refit(r.architecture, r.augmentation, r.cytokine), run, p, _scores(r, None))
+                refit = refitter.refit(r.architecture, r.augmentation, r.cytokine)
+                _log(refit, run, p, _scores(r, None, r.cytokine in called))
         for cytokine, c in called.items():
             entry = next((e for e in listing["registered"] if e["cytokine"] == cytokine), None)
             if entry is None or entry.get("champion_version") is None:
@@ -211,7 +212,7 @@ def _best_cnn(r, refitter: Refitter, run: Provenance, p: Params, called, listing
     """Refit, log, register a cytokine's best CNN (@best-cnn), @champion too when it is the best predictor."""
     fitted = refitter.refit(r.architecture, r.augmentation, r.cytokine)
     is_best = called is not None and (called.family, called.augmentation) == (r.architecture, r.augmentation)
-    info, tags = _log(fitted, run, p, _scores(r, called if is_best else None))
+    info, tags = _log(fitted, run, p, _scores(r, called if is_best else None, called is not None))
     client, name = _client(), model_name(r.cytokine)
     version = _register(info, r.cytokine, tags)
     best, promoted = _promote_best_cnn(client, name, version, tags, p.tracking.promote)
@@ -248,7 +249,7 @@ def _champion(c, refitter: Refitter, run: Provenance, p: Params, listing: dict) 
         _say_unavailable(c.cytokine, reason)
         return
     try:
-        info, tags = _log(fitted, run, p, _scores(None, c))
+        info, tags = _log(fitted, run, p, _scores(None, c, True))
     except ValueError as err:  # servable.build: a family that cannot be served says why
         listing["not_registered"].append(
             {"cytokine": c.cytokine, "reason": f"champion {c.best_predictor}: {err}"}
@@ -331,10 +332,11 @@ def _number(value) -> float | str:
     return "nan" if math.isnan(value) else round(value, 4)
 
 
-def _scores(r, called) -> dict:
+def _scores(r, called, predictable: bool) -> dict:
     """Version tags of what chose a model: its CV F1 (study models) and, for the verdict's best predictor, the
     verdict's CV ROC AUC with its interval and q."""
-    tags = {"cv_f1": _number(getattr(r, "f1", math.nan)) if r is not None else "nan"}
+    tags = {"predictable": str(predictable).lower()}
+    tags["cv_f1"] = _number(getattr(r, "f1", math.nan)) if r is not None else "nan"
     tags["cv_roc_auc"] = _number(getattr(r, "roc_auc", math.nan)) if r is not None else "nan"
     if called is not None:
         for key in ("roc_auc", "roc_auc_lo", "roc_auc_hi"):

@@ -288,7 +288,7 @@ def store(tmp_path, monkeypatch, template_db):
 
 
 @contextlib.contextmanager
-def mlflow_served(model: str, env: dict | None = None, timeout: float = 60.0):
+def mlflow_served(model: str, env: dict | None = None, timeout: float = 180.0):
     """`mlflow models serve --env-manager local -m MODEL` on a free loopback port, waited for until /ping
     answers; yields post(inputs) -> (HTTP status as text, the JSON answer); the server is stopped after."""
     import json

@@ -369,7 +369,7 @@ def test_a_served_champion_answers_a_curl_with_probabilities(wide_plate, tmp_pat
         [tifffile.imread(paths["data"] / "plate-1" / "images" / f"{w}.tif") for w in ("A01", "A02", "C08")]
     )
     expected = mlflow.pyfunc.load_model("models:/cytoops-IL-6@champion").predict(raw).p_responder
-    with mlflow_served("models:/cytoops-IL-6@champion", {"MLFLOW_TRACKING_URI": store}, timeout=45) as post:
+    with mlflow_served("models:/cytoops-IL-6@champion", {"MLFLOW_TRACKING_URI": store}) as post:
         status, answer = post(raw.tolist())
         assert status == "200", answer
         predictions = answer["predictions"]
