@@ -101,10 +101,8 @@ def champion(client, cytokine: str) -> dict:
         "family": tags.get("family", tags.get("architecture")),
         "architecture": tags.get("architecture"),
         "augmentation": tags.get("augmentation"),
-        **{
-            key: _number(tags.get(key))
-            for key in ("cv_f1", "cv_roc_auc", "cv_roc_auc_lo", "cv_roc_auc_hi", "q")
-        },
+        **{key: _number(tags.get(key)) for key in (*SCORE_TAGS, *TRANSFER_TAGS)},
+        "transfer_plates": tags.get("transfer_plates"),
         "epochs": int(tags["epochs"]) if tags.get("epochs", "").isdigit() else None,
         "n_wells": int(tags["n_wells"]) if tags.get("n_wells", "").isdigit() else None,
         "channels": tags.get("channels", "").split(",") if tags.get("channels") else [],

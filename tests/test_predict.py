@@ -65,10 +65,14 @@ def test_run_registers_champions_that_score_a_second_plate(wide_plate, tmp_path,
     registered = {c["cytokine"]: c for c in listing["registered"]}
     assert "IL-6" in registered and "IL-10" not in registered  # IL-10 is under the well cut-off
     assert registered["IL-6"]["registered_model"] == "cytoops-IL-6" and registered["IL-6"]["promoted"]
-    # champions are exactly the cytokines the verdict called predictable
+    # champions are exactly the cytokines the verdict called predictable, each its best predictor
     verdict = pd.read_csv(tmp_path / "out" / "reports" / "predictable.csv")
     called = set(verdict.cytokine[verdict.predictable.astype(str).eq("True")])
-    assert set(listing["champions"]) == called & set(registered)
+    champion_of = {c["cytokine"]: c for c in listing["champions"]}
+    assert set(champion_of) == called & set(registered)
+    best_of = dict(zip(verdict.cytokine, verdict.best_predictor, strict=True))
+    for cytokine, c in champion_of.items():
+        assert f"{c['family']}/{c['augmentation']}" == best_of[cytokine]
 
     # the best CNN loads from the registry by its alias and predicts
     model = mlflow.pyfunc.load_model("models:/cytoops-IL-6@best-cnn").unwrap_python_model()
@@ -93,7 +97,8 @@ def test_run_registers_champions_that_score_a_second_plate(wide_plate, tmp_path,
     for cytokine in set(registered) - called:  # scored by its best CNN, and said so
         assert f"{registered[cytokine]['registered_model']} has no @champion" in result.output
     assert set(table.model) == {
-        f"{c['registered_model']}/{c['best_cnn_version']}" for c in registered.values()
+        f"{c['registered_model']}/{champion_of[k]['version'] if k in champion_of else c['best_cnn_version']}"
+        for k, c in registered.items()
     }
 
     # a plate without cytokines.csv, one cytokine asked for by its slug: probabilities only, no F1 file
@@ -109,7 +114,10 @@ def test_run_registers_champions_that_score_a_second_plate(wide_plate, tmp_path,
     assert result.exit_code == 2 and "no registered model cytoops-IL-10" in result.output
 
     # a champion whose saved model no longer deserializes (a layer given an argument Keras does not know,
-    # as a model saved by another Keras version can be) is one line, not a TypeError traceback
+    # as a model saved by another Keras version can be) is one line, not a TypeError traceback (the champion
+    # alias moved to the best CNN's version, whatever family earned the call)
+    best_cnn = registered["IL-6"]["best_cnn_version"]
+    mlflow.MlflowClient().set_registered_model_alias("cytoops-IL-6", "champion", best_cnn)
     broken = list((tmp_path / "store").rglob("*.keras"))
     assert broken, "the registered model's file was not found in the store"
     for file in broken:
@@ -124,7 +132,7 @@ def test_run_registers_champions_that_score_a_second_plate(wide_plate, tmp_path,
     result = runner.invoke(app, ["predict", str(other), "--cytokine", "IL-6", "--out", str(out)])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "cytoops-IL-6 v1 (alias champion) cannot be loaded" in lines[0]
+    assert len(lines) == 1 and f"cytoops-IL-6 v{best_cnn} (alias champion) cannot be loaded" in lines[0]
 
 
 # ---- any family, skips named, transfer reported: models registered from `servable`, no pipeline run ----
