@@ -52,14 +52,13 @@ def refit_seed(architecture: str, augmentation: str, cytokine: str, base: int) -
 
 
 def training_set(inputs: dataset.Inputs, source: np.ndarray, cytokine: str, augmentation: str):
-    """All balanced wells of a cytokine under its augmentation's views: (x, y, example, n_wells)."""
+    """All balanced wells of a cytokine under its augmentation's views: (x, y, n_wells)."""
     rows = inputs.labels[(inputs.labels.cytokine == cytokine) & inputs.labels.balanced]
     wells = rows.well_index.to_numpy().astype(int)
     label_of = dict(zip(wells, rows.label.to_numpy().astype(int), strict=True))
     x, src = augment.training_views(source, inputs.bank.views, augmentation, wells)
     y = np.array([label_of[s] for s in src])
-    example = np.asarray(augment.identity_view(source, inputs.bank.views, wells[:1]), dtype=np.float32)
-    return np.asarray(x, dtype=np.float32), y, example, len(wells)
+    return np.asarray(x, dtype=np.float32), y, len(wells)
 
 
 def labelled(inputs: dataset.Inputs, cytokine: str) -> tuple[np.ndarray, np.ndarray]:
@@ -121,7 +120,7 @@ class Refitter:
             if vit is None or vit.views != self.inputs.bank.views:
                 raise ValueError(f"{family} needs the ViT features of these views: pass --features")
             source, channels = vit.values, self.inputs.channels
-        x, y, _, n_wells = training_set(self.inputs, source, cytokine, augmentation)
+        x, y, n_wells = training_set(self.inputs, source, cytokine, augmentation)
         epochs = self.epochs(family, augmentation, cytokine)
         seed = refit_seed(family, augmentation, cytokine, self.p.train.seed)
         model, _, _ = self.fitter.fit(family, x, y, None, None, seed, epochs=epochs)
