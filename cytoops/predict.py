@@ -179,7 +179,7 @@ class _KerasScorer:
         n = len(channels)
         self.model, self.recipe = model, Recipe(channels, channels, image_size, (0.0,) * n, (1.0,) * n)
 
-    def plate_probabilities(self, images: np.ndarray, roles=None) -> tuple[np.ndarray, str]:
+    def plate_probabilities(self, images: np.ndarray, roles=None, memo=None) -> tuple[np.ndarray, str]:
         from cytoops.serving import check_thumbnails, probability
 
         x = wrangle.normalize_images(check_thumbnails(images, len(self.recipe.channels)))
@@ -211,14 +211,19 @@ def load_scorer(ch: Champion):
         ) from None
 
 
-def _score_champion(ch: Champion, scorer, plates: list[Plate], cutoff: float) -> tuple[list, list]:
+def _score_champion(
+    ch: Champion, scorer, plates: list[Plate], cutoff: float, memo: dict
+) -> tuple[list, list]:
     """(per-well frames, notes rows) of one champion on every plate; ValueError when a plate cannot be read
-    by it (its channels, its image check)."""
+    by it (its channels, its image check). `memo` is shared by every champion: a plate is measured once."""
     frames, notes = [], []
     for plate in plates:
+        log.info(
+            f"predict: {ch.cytokine} ({_family(ch) or 'model'}) on {plate.plate_id}, {len(plate.wells)} wells"
+        )
         roles = _roles(plate).to_numpy() if plate.layout is not None else None
         images = plate_images(plate, scorer.recipe.plate_channels)
-        prob, how = scorer.plate_probabilities(images, roles)
+        prob, how = scorer.plate_probabilities(images, roles, memo)
         labels, _ = labels_for(plate, ch.cytokine, ch.method, ch.threshold)
         frames.append(
             pd.DataFrame(
@@ -280,7 +285,7 @@ def command(
     store.connect()
     champions, notes = _champions(mlflow.MlflowClient(), list(cytokines))
     plates_by_size: dict[int, list[Plate]] = {}
-    frames = []
+    frames, memo = [], {}  # memo: a plate's profile measurements, shared by every profile champion
     for ch in champions:
         try:
             scorer = load_scorer(ch)
@@ -291,7 +296,7 @@ def command(
         if size not in plates_by_size:
             plates_by_size[size] = read_data(data_dir, image_size=size, require_readouts=False)
         try:
-            scored, scored_notes = _score_champion(ch, scorer, plates_by_size[size], cutoff)
+            scored, scored_notes = _score_champion(ch, scorer, plates_by_size[size], cutoff, memo)
         except ValueError as err:
             notes.append(_note(ch.cytokine, ch, "skipped", str(err)))
             continue

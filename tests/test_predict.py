@@ -172,6 +172,30 @@ def _register(s, cytokine: str, tags: dict) -> str:
     return version.version
 
 
+def test_predict_measures_a_plate_once_for_all_its_profile_champions(
+    wide_plate, tmp_path, store, monkeypatch
+):
+    from cytoops import profile
+
+    data = wide_plate(treatments=12, replicates=3, embeddings=False)
+    other = _move(
+        wide_plate(treatments=12, replicates=3, seed=1, plate_id="plate-2"), "plate-2", tmp_path / "o"
+    )
+    mlflow.set_tracking_uri(store)
+    served = _servables(data, tmp_path)
+    for cytokine in ("TNF-α", "IL-6"):  # one profile model registered as two cytokines' champion
+        _register(served["TNF-α"], cytokine, {"family": "profile"})
+    measured = []
+    real = profile.measure_well
+    monkeypatch.setattr(profile, "measure_well", lambda *a: measured.append(1) or real(*a))
+    out = tmp_path / "p.csv"
+    result = CliRunner().invoke(app, ["predict", str(other), "--out", str(out), "--no-record"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out).pivot(index="well", columns="cytokine", values="prob")
+    assert len(measured) == 36 and table.shape == (36, 2)  # 36 wells measured once, not once a champion
+    np.testing.assert_array_equal(table["TNF-α"], table["IL-6"])
+
+
 def test_predict_scores_any_family_names_what_it_skips_and_reports_the_transfer(wide_plate, tmp_path, store):
     data = wide_plate(treatments=12, replicates=3, embeddings=False)
     other = _move(
