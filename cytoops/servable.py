@@ -315,7 +315,7 @@ class ProfileServed(ServedModel):
         x = self.plate_scaled(images)
         if not len(x):
             return np.zeros(0), ""
-        raw = profile.measure(x, self.recipe.plate_channels, memo=memo)
+        raw = profile.measure(x, self.recipe.plate_channels, memo=memo, workers=0)
         norm, note = plate_normalization(raw, roles, self.normalization)
         return self.model.predict_proba(profile.features_of(raw, norm)), note
 

@@ -189,3 +189,12 @@ def test_measure_with_a_memo_measures_the_same_images_once(monkeypatch):
     pd.testing.assert_frame_equal(again, profile.measure(images, channels))
     profile.measure(images[:2], channels, memo=memo)  # other images are measured
     assert len(calls) == 4 + 2 + 4
+
+
+def test_measure_in_worker_processes_gives_the_same_table_to_the_last_bit():
+    images = _plate(20, seed=3)[0]
+    channels = ("actin", "mito", "nucleus")
+    moved = []
+    parallel = profile.measure(images, channels, progress=moved.append, workers=2)
+    pd.testing.assert_frame_equal(parallel, profile.measure(images, channels), check_exact=True)
+    assert sum(moved) == 20 and len(moved) == 3  # the bar moves by chunks of CHUNK wells
