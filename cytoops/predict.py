@@ -27,7 +27,7 @@ import typer
 
 from cytoops import evaluate, store, transfer, wrangle
 from cytoops.plate import Plate, read_data, slugify
-from cytoops.registry import PREFIX, champion, registered_names
+from cytoops.registry import PREFIX, TRANSFER_TAGS, champion, registered_names, tag_number, tag_text
 
 log = logging.getLogger(__name__)
 NOTES = [
@@ -318,9 +318,6 @@ def command(
         )
 
 
-TRANSFER_TAGS = ("roc_auc", "roc_auc_lo", "roc_auc_hi", "n_wells")  # kept as transfer_<name> on a version
-
-
 def _record(client, champions: list[Champion], moved: pd.DataFrame, plates: list[str]) -> None:
     """Each scored version's ROC AUC on these plates as its tags: the registry remembers where a model was
     tested before it was deployed (`cytoops best-model` shows it)."""
@@ -329,7 +326,7 @@ def _record(client, champions: list[Champion], moved: pd.DataFrame, plates: list
         ch = by_cytokine.get(r.cytokine)
         if ch is None or pd.isna(r.roc_auc):
             continue
-        tags = {f"transfer_{k}": str(round(float(getattr(r, k)), 4)) for k in TRANSFER_TAGS}
+        tags = {tag: tag_text(getattr(r, tag.removeprefix("transfer_"))) for tag in TRANSFER_TAGS}
         tags["transfer_n_wells"] = str(int(r.n_wells))
         tags["transfer_plates"] = ",".join(plates)[:500]
         for key, value in tags.items():
@@ -367,11 +364,11 @@ def _write(
     scores.to_csv(f1_file, index=False)
     deployed = pd.DataFrame(
         [
-            {"cytokine": ch.cytokine, "family": _family(ch), **{k: _number(ch.tags.get(k)) for k in _CV}}
+            {"cytokine": ch.cytokine, "family": _family(ch), **{k: tag_number(ch.tags.get(k)) for k in _CV}}
             for ch in champions
         ],
         columns=["cytokine", "family", *_CV],
-    )
+    ).astype(dict.fromkeys(_CV, float))  # None (not measured) -> NaN
     moved, curves = transfer.table(table, deployed, cutoff, seed)
     moved.to_csv(out.with_name(out.stem + "_transfer.csv"), index=False)
     curves.to_csv(out.with_name(out.stem + "_reliability.csv"), index=False)
@@ -387,10 +384,3 @@ def _write(
 
 
 _CV = ("cv_roc_auc", "cv_roc_auc_lo", "cv_roc_auc_hi")
-
-
-def _number(text) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return np.nan

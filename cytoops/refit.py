@@ -55,9 +55,9 @@ def training_set(inputs: dataset.Inputs, source: np.ndarray, cytokine: str, augm
     """All balanced wells of a cytokine under its augmentation's views: (x, y, n_wells)."""
     rows = inputs.labels[(inputs.labels.cytokine == cytokine) & inputs.labels.balanced]
     wells = rows.well_index.to_numpy().astype(int)
-    label_of = dict(zip(wells, rows.label.to_numpy().astype(int), strict=True))
-    x, src = augment.training_views(source, inputs.bank.views, augmentation, wells)
-    y = np.array([label_of[s] for s in src])
+    x, y = augment.labelled_views(
+        source, inputs.bank.views, augmentation, wells, rows.label.to_numpy().astype(int)
+    )
     return np.asarray(x, dtype=np.float32), y, len(wells)
 
 

@@ -101,7 +101,7 @@ def champion(client, cytokine: str) -> dict:
         "family": tags.get("family", tags.get("architecture")),
         "architecture": tags.get("architecture"),
         "augmentation": tags.get("augmentation"),
-        **{key: _number(tags.get(key)) for key in (*SCORE_TAGS, *TRANSFER_TAGS)},
+        **{key: tag_number(tags.get(key)) for key in (*SCORE_TAGS, *TRANSFER_TAGS)},
         "transfer_plates": tags.get("transfer_plates"),
         "epochs": int(tags["epochs"]) if tags.get("epochs", "").isdigit() else None,
         "n_wells": int(tags["n_wells"]) if tags.get("n_wells", "").isdigit() else None,
@@ -116,12 +116,19 @@ def champion(client, cytokine: str) -> dict:
     }
 
 
-def _number(text: str | None) -> float | None:
+def tag_number(text: str | None) -> float | None:
+    """A number kept as a version tag (`tag_text`), or None where it was not measured."""
     try:
         value = float(text)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
     return None if value != value else value  # NaN: not measured
+
+
+def tag_text(value) -> str:
+    """A number as a version tag: four decimals, or 'nan' where it was not measured."""
+    number = tag_number(value)
+    return "nan" if number is None else str(round(number, 4))
 
 
 def how_sure(info: dict) -> str:
