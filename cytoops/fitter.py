@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cytoops.params import TrainParams
+from cytoops.params import CNN_KINDS, TrainParams
 
 
 def initial_weights(model, rng: np.random.Generator) -> list[np.ndarray]:
@@ -49,7 +49,7 @@ class Fitter:
 
         spec = models.get(architecture)
         mp = models.ModelParams(learning_rate=self.params.learning_rate, dtype_policy=self.params.precision)
-        if spec.kind == "cnn":
+        if spec.kind in CNN_KINDS:
             return spec.build(input_shape, mp)
         return models.build_head(architecture, input_shape[0], mp)
 
@@ -113,9 +113,23 @@ class Fitter:
             return 1.0 / (1.0 + np.exp(out[:, 0] - out[:, 1]))
         return out[:, 0]
 
-    def fit(self, architecture: str, x, y, x_val, y_val, seed: int, epochs: int | None = None):
+    def fit(
+        self,
+        architecture: str,
+        x,
+        y,
+        x_val,
+        y_val,
+        seed: int,
+        epochs: int | None = None,
+        class_weight: bool = False,
+    ):
         """Train from fresh seeded weights with early stopping on (x_val, y_val), for at most `epochs`
         (default: the params' epochs).
+
+        With `class_weight`, each row's loss is weighted by n / (2 n_class) of the training rows' classes
+        (`class_weights`), in training and in the validation loss that early stopping watches; without it
+        (the study's protocol) the loop is unchanged.
 
         With no validation set (x_val None: a champion's refit on all its wells, whose epoch count the folds
         chose) it trains for exactly `epochs` epochs and keeps the last weights: the same seeds, initial
@@ -132,17 +146,20 @@ class Fitter:
         validate = x_val is not None
         y_fit = self._targets(slot, y)
         y_check = self._targets(slot, y_val) if validate else None
+        weigh = class_weights(y) if class_weight else None
+        w_fit = weigh(y) if weigh else None
+        w_val = {"sample_weight": weigh(y_val)} if weigh and validate else {}
         history: dict[str, list[float]] = {"loss": [], "val_loss": [], "accuracy": [], "val_accuracy": []}
         best_loss, best_epoch, best_weights, wait = np.inf, 0, None, 0
         for epoch in range(p.epochs if epochs is None else epochs):
-            loss, accuracy = self._epoch(slot, x, y, y_fit, rng)
+            loss, accuracy = self._epoch(slot, x, y, y_fit, rng, w_fit)
             history["loss"].append(loss)  # as Keras reports it: the mean over the epoch's batches
             history["accuracy"].append(accuracy)
             if not validate:
                 best_epoch = epoch
                 continue
             val_out = self._outputs(slot, x_val)
-            val_loss = float(slot["loss_fn"](y_check, val_out))
+            val_loss = float(slot["loss_fn"](y_check, val_out, **w_val))
             history["val_loss"].append(val_loss)
             history["val_accuracy"].append(self._accuracy(slot, val_out, y_val))
             if val_loss < best_loss:
@@ -155,13 +172,16 @@ class Fitter:
             model.set_weights(best_weights)
         return model, history, best_epoch + 1
 
-    def _epoch(self, slot: dict, x, y, y_fit, rng: np.random.Generator) -> tuple[float, float]:
-        """One pass over (x, y) in shuffled mini-batches: (mean loss, accuracy) as Keras reports them."""
+    def _epoch(self, slot: dict, x, y, y_fit, rng: np.random.Generator, w=None) -> tuple[float, float]:
+        """One pass over (x, y) in shuffled mini-batches: (mean loss, accuracy) as Keras reports them; with
+        row weights `w`, the weighted step (`_weighted_step`)."""
         order = rng.permutation(len(x))
         loss_sum, correct = 0.0, 0.0
+        step = slot["train_step"] if w is None else self._weighted_step(slot)
         for i in range(0, len(x), self.params.batch_size):
             batch = order[i : i + self.params.batch_size]
-            loss, out = slot["train_step"](np.asarray(x[batch], dtype=np.float32), y_fit[batch])
+            extra = () if w is None else (w[batch],)
+            loss, out = step(np.asarray(x[batch], dtype=np.float32), y_fit[batch], *extra)
             loss_sum += float(loss) * len(batch)
             correct += self._accuracy(slot, out.numpy(), y[batch]) * len(batch)
         return loss_sum / len(x), correct / len(x)
@@ -173,3 +193,36 @@ class Fitter:
         """P(responder) for each row of x, from the model `fit` just returned."""
         slot = next(s for s in self._slots.values() if s["model"] is model)
         return self._probability(slot, self._outputs(slot, x))
+
+    def _weighted_step(self, slot: dict):
+        """The slot's train step with a weight per row (Keras' sample_weight: sum of weighted losses over the
+        batch size), compiled once per slot on first use; the unweighted step is left as it is."""
+        if "weighted_step" not in slot:
+            import tensorflow as tf
+
+            model, loss_fn, optimizer = slot["model"], slot["loss_fn"], slot["optimizer"]
+            x_spec, y_spec = slot["train_step"].input_signature
+
+            @tf.function(input_signature=[x_spec, y_spec, tf.TensorSpec([None], tf.float32)])
+            def weighted_step(x, y, w):
+                with tf.GradientTape() as tape:
+                    out = model(x, training=True)
+                    loss = loss_fn(y, out, sample_weight=w)
+                grads = tape.gradient(loss, model.trainable_variables)
+                optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+                return loss, tf.cast(out, tf.float32)
+
+            slot["weighted_step"] = weighted_step
+        return slot["weighted_step"]
+
+
+def class_weights(y: np.ndarray):
+    """Row weights from the classes of `y` (1 responder, 0 not): a function of labels giving each row
+    n / (2 n_class) of `y`'s, so that each class weighs half (`multitask.class_weights`, one column).
+    ValueError when `y` holds one class."""
+    from cytoops.multitask import class_weights as per_column
+
+    w_pos, w_neg = (float(w[0]) for w in per_column(np.asarray(y, dtype=float).reshape(-1, 1)))
+    if not w_pos:  # per_column gives 0 to a column of one class
+        raise ValueError(f"class weighting needs both classes in the training rows; got only {set(y)}")
+    return lambda labels: np.where(np.asarray(labels) == 1, w_pos, w_neg).astype(np.float32)
