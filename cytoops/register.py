@@ -32,7 +32,7 @@ import pandas as pd
 import typer
 
 from cytoops import cvresult, dataset, registry, tables, tracking, wrangle
-from cytoops.params import ARCHITECTURES, Params
+from cytoops.params import ARCHITECTURES, CNN_KINDS, Params
 from cytoops.params import load as load_params
 from cytoops.plate import slugify
 from cytoops.refit import CELL_COUNT, Refit, Refitter, epochs_for
@@ -150,7 +150,7 @@ def load_evidence(
     from cytoops import profile
 
     table = read_verdict(verdict)
-    have = {"cnn", "multitask"}
+    have = {*CNN_KINDS, "multitask"}  # what needs no file beyond the view bank
     vit = vit_features if vit_features is not None and Path(vit_features).exists() else None
     prof = profile_table if profile_table is not None and Path(profile_table).exists() else None
     have |= {"vit"} if vit is not None else set()
