@@ -75,6 +75,14 @@ def training_views(bank_images: np.ndarray, views: tuple[str, ...], strategy: st
     return x, source
 
 
+def labelled_views(
+    bank_images: np.ndarray, views: tuple[str, ...], strategy: str, wells: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`training_views` of `wells` and the label of each copy (`labels[i]` is well `wells[i]`'s)."""
+    x, _ = training_views(bank_images, views, strategy, wells)
+    return x, np.concatenate([np.asarray(labels)] * len(STRATEGY_VIEWS[strategy]))
+
+
 def identity_view(bank_images: np.ndarray, views: tuple[str, ...], wells: np.ndarray) -> np.ndarray:
     """Validation and test wells are seen as they are, never augmented."""
     return bank_images[views.index("identity"), wells]

@@ -141,7 +141,9 @@ def figures(scores: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Path]
         plt.close(fig)
         written.append(out / name)
     if len(curves):
-        best = means.sort_values("f1", ascending=False).drop_duplicates("cytokine").head(6)
+        keys = ["architecture", "augmentation", "cytokine"]
+        trained = means.merge(curves[keys].drop_duplicates(), on=keys)  # models with curves (no profile)
+        best = trained.sort_values("f1", ascending=False).drop_duplicates("cytokine").head(6)
         fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), squeeze=False)
         for ax, r in zip(axes.flat, best.itertuples(), strict=False):
             c = curves[
@@ -157,8 +159,10 @@ def figures(scores: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Path]
             ax.set_ylabel("loss")
         for ax in list(axes.flat)[len(best) :]:
             ax.axis("off")
-        axes.flat[0].legend(fontsize=7)
-        fig.suptitle("Learning curves of the best model per cytokine (top 6 by F1)")
+        with_lines = [ax for ax in axes.flat if ax.get_legend_handles_labels()[0]]
+        if with_lines:
+            with_lines[0].legend(fontsize=7)
+        fig.suptitle("Learning curves of the best trained model per cytokine (top 6 by F1)")
         fig.tight_layout()
         fig.savefig(out / "learning_curves.png", dpi=100)
         plt.close(fig)

@@ -31,13 +31,19 @@ def initial_weights(model, rng: np.random.Generator) -> list[np.ndarray]:
 class Fitter:
     """Trains a unit from fresh seeded weights, without rebuilding or retracing anything.
 
-    One Keras model, optimizer and pair of compiled functions (train step, forward pass) is kept per
-    (architecture, input shape). Each fit resets the weights to those a fresh build with the unit's seed
-    would have and the optimizer to its initial state, then runs a plain mini-batch loop: the study's loss
+    One Keras model, optimizer and pair of compiled functions (a whole epoch of mini-batch steps in one graph,
+    the forward pass) is kept per (architecture, input shape). Each fit resets the weights to those a fresh
+    build with the unit's seed would have and the optimizer to its initial state, then runs a plain
+    mini-batch loop, one graph call per epoch (the steps of a Python loop over batches): the study's loss
     (two logits + sparse categorical cross-entropy for the CNNs, sigmoid + binary cross-entropy for the ViT
     heads), Adam, shuffling from `np.random.default_rng(seed)`, and Keras' early-stopping rule (stop after
     `patience` epochs without a lower validation loss, restore the best weights). Keras' `fit` does the same
     but builds a tf.data pipeline and callbacks per call: on these small fits, most of the time.
+
+    Adam's update is compiled by XLA, fused into one pass over each weight: Keras runs it as ~11 kernels,
+    each a pass over memory, and the wide CNN's 3.9M-weight dense layer made it a third of a step. It differs
+    from Keras' unfused update by float round-off only (benchmarks/README.md: test probabilities within 3e-7,
+    the same epochs; seed noise moves them by ~0.1).
     """
 
     def __init__(self, params: TrainParams):
@@ -72,14 +78,35 @@ class Fitter:
         x_spec = tf.TensorSpec([None, *input_shape], tf.float32)
         y_spec = tf.TensorSpec([None] if two_logits else [None, 1], tf.int32 if two_logits else tf.float32)
 
-        @tf.function(input_signature=[x_spec, y_spec])
-        def train_step(x, y):
-            with tf.GradientTape() as tape:
-                out = model(x, training=True)
-                loss = loss_fn(y, out)
-            grads = tape.gradient(loss, model.trainable_variables)
+        batch_size = self.params.batch_size
+
+        @tf.function(jit_compile=True)
+        def apply(grads):  # Adam's update fused by XLA: one pass over each weight instead of ~11 kernels
             optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-            return loss, tf.cast(out, tf.float32)
+
+        def epoch(x, y, order, w=None):
+            """One pass over (x, y) in the mini-batches `order` makes, in one graph: each batch's mean loss
+            (weighted by the rows' `w` when given) and the outputs of every row, in the order's order (no
+            step returns to Python)."""
+            n = tf.size(order)
+            steps = (n + batch_size - 1) // batch_size
+            losses = tf.TensorArray(tf.float32, size=steps)
+            outs = tf.TensorArray(tf.float32, size=steps, infer_shape=False)
+            for i in tf.range(steps):
+                batch = order[i * batch_size : tf.minimum(n, (i + 1) * batch_size)]
+                weights = {} if w is None else {"sample_weight": tf.gather(w, batch)}
+                with tf.GradientTape() as tape:
+                    out = model(tf.gather(x, batch), training=True)
+                    loss = loss_fn(tf.gather(y, batch), out, **weights)
+                apply(tape.gradient(loss, model.trainable_variables))
+                losses = losses.write(i, loss)
+                outs = outs.write(i, tf.cast(out, tf.float32))
+            return losses.stack(), outs.concat()
+
+        order_spec, w_spec = tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.float32)
+        train_epoch = tf.function(epoch, input_signature=[x_spec, y_spec, order_spec])
+        # the class-weighted epoch (`fit(class_weight=True)`), traced on first use only
+        weighted_epoch = tf.function(epoch, input_signature=[x_spec, y_spec, order_spec, w_spec])
 
         @tf.function(input_signature=[x_spec])
         def forward(x):
@@ -91,7 +118,8 @@ class Fitter:
             "optimizer_state": [keras.ops.convert_to_numpy(v) for v in optimizer.variables],
             "loss_fn": loss_fn,
             "two_logits": two_logits,
-            "train_step": train_step,
+            "train_epoch": train_epoch,
+            "weighted_epoch": weighted_epoch,
             "forward": forward,
         }
         self._slots[key] = slot
@@ -137,6 +165,8 @@ class Fitter:
         Returns (model, history, best_epoch). The model is reused by the next fit of the same architecture
         and shape: use it (e.g. `probability`, or save it) before fitting again.
         """
+        import tensorflow as tf
+
         slot = self._slot(architecture, tuple(x.shape[1:]))
         model, p = slot["model"], self.params
         rng = np.random.default_rng(seed)
@@ -144,10 +174,11 @@ class Fitter:
         for variable, value in zip(slot["optimizer"].variables, slot["optimizer_state"], strict=True):
             variable.assign(value)
         validate = x_val is not None
-        y_fit = self._targets(slot, y)
+        x = tf.constant(np.asarray(x, dtype=np.float32))  # once per fit: every epoch gathers its batches
+        y_fit = tf.constant(self._targets(slot, y))
         y_check = self._targets(slot, y_val) if validate else None
         weigh = class_weights(y) if class_weight else None
-        w_fit = weigh(y) if weigh else None
+        w_fit = tf.constant(weigh(y)) if weigh else None
         w_val = {"sample_weight": weigh(y_val)} if weigh and validate else {}
         history: dict[str, list[float]] = {"loss": [], "val_loss": [], "accuracy": [], "val_accuracy": []}
         best_loss, best_epoch, best_weights, wait = np.inf, 0, None, 0
@@ -174,17 +205,19 @@ class Fitter:
 
     def _epoch(self, slot: dict, x, y, y_fit, rng: np.random.Generator, w=None) -> tuple[float, float]:
         """One pass over (x, y) in shuffled mini-batches: (mean loss, accuracy) as Keras reports them; with
-        row weights `w`, the weighted step (`_weighted_step`)."""
-        order = rng.permutation(len(x))
+        row weights `w`, the class-weighted epoch."""
+        n, size = len(y), self.params.batch_size
+        order = rng.permutation(n).astype(np.int32)
+        run = (
+            slot["train_epoch"](x, y_fit, order) if w is None else slot["weighted_epoch"](x, y_fit, order, w)
+        )
+        losses, outs = (t.numpy() for t in run)
         loss_sum, correct = 0.0, 0.0
-        step = slot["train_step"] if w is None else self._weighted_step(slot)
-        for i in range(0, len(x), self.params.batch_size):
-            batch = order[i : i + self.params.batch_size]
-            extra = () if w is None else (w[batch],)
-            loss, out = step(np.asarray(x[batch], dtype=np.float32), y_fit[batch], *extra)
-            loss_sum += float(loss) * len(batch)
-            correct += self._accuracy(slot, out.numpy(), y[batch]) * len(batch)
-        return loss_sum / len(x), correct / len(x)
+        for step, i in enumerate(range(0, n, size)):
+            batch = order[i : i + size]
+            loss_sum += float(losses[step]) * len(batch)
+            correct += self._accuracy(slot, outs[i : i + size], y[batch]) * len(batch)
+        return loss_sum / n, correct / n
 
     def _accuracy(self, slot: dict, out: np.ndarray, y: np.ndarray) -> float:
         return float(np.mean((self._probability(slot, out) >= 0.5) == (y == 1)))
@@ -193,27 +226,6 @@ class Fitter:
         """P(responder) for each row of x, from the model `fit` just returned."""
         slot = next(s for s in self._slots.values() if s["model"] is model)
         return self._probability(slot, self._outputs(slot, x))
-
-    def _weighted_step(self, slot: dict):
-        """The slot's train step with a weight per row (Keras' sample_weight: sum of weighted losses over the
-        batch size), compiled once per slot on first use; the unweighted step is left as it is."""
-        if "weighted_step" not in slot:
-            import tensorflow as tf
-
-            model, loss_fn, optimizer = slot["model"], slot["loss_fn"], slot["optimizer"]
-            x_spec, y_spec = slot["train_step"].input_signature
-
-            @tf.function(input_signature=[x_spec, y_spec, tf.TensorSpec([None], tf.float32)])
-            def weighted_step(x, y, w):
-                with tf.GradientTape() as tape:
-                    out = model(x, training=True)
-                    loss = loss_fn(y, out, sample_weight=w)
-                grads = tape.gradient(loss, model.trainable_variables)
-                optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-                return loss, tf.cast(out, tf.float32)
-
-            slot["weighted_step"] = weighted_step
-        return slot["weighted_step"]
 
 
 def class_weights(y: np.ndarray):

@@ -65,7 +65,7 @@ def run_rest(w: wrangle.Wrangled, data: Path, out: Path, p: Params) -> Outcome:
     table, normalization = None, None
     if "profile" in p.train.architectures:
         profile_path = out / "profile" / "profile.parquet"
-        profiled = profile.profile_plates(w.images, w.wells, w.channels)
+        profiled = profile.profile_plates(w.images, w.wells, w.channels, workers=0)
         table, normalization = profiled.table, profiled.normalization
         profile.save(table, profile_path)
         profile.save_normalization(profiled.normalization, out / "profile" / "normalization.json")

@@ -27,7 +27,7 @@ import typer
 
 from cytoops import evaluate, store, transfer, wrangle
 from cytoops.plate import Plate, read_data, slugify
-from cytoops.registry import PREFIX, champion, registered_names
+from cytoops.registry import PREFIX, TRANSFER_TAGS, champion, registered_names, tag_number, tag_text
 
 log = logging.getLogger(__name__)
 NOTES = [
@@ -179,7 +179,7 @@ class _KerasScorer:
         n = len(channels)
         self.model, self.recipe = model, Recipe(channels, channels, image_size, (0.0,) * n, (1.0,) * n)
 
-    def plate_probabilities(self, images: np.ndarray, roles=None) -> tuple[np.ndarray, str]:
+    def plate_probabilities(self, images: np.ndarray, roles=None, memo=None) -> tuple[np.ndarray, str]:
         from cytoops.serving import check_thumbnails, probability
 
         x = wrangle.normalize_images(check_thumbnails(images, len(self.recipe.channels)))
@@ -211,14 +211,19 @@ def load_scorer(ch: Champion):
         ) from None
 
 
-def _score_champion(ch: Champion, scorer, plates: list[Plate], cutoff: float) -> tuple[list, list]:
+def _score_champion(
+    ch: Champion, scorer, plates: list[Plate], cutoff: float, memo: dict
+) -> tuple[list, list]:
     """(per-well frames, notes rows) of one champion on every plate; ValueError when a plate cannot be read
-    by it (its channels, its image check)."""
+    by it (its channels, its image check). `memo` is shared by every champion: a plate is measured once."""
     frames, notes = [], []
     for plate in plates:
+        log.info(
+            f"predict: {ch.cytokine} ({_family(ch) or 'model'}) on {plate.plate_id}, {len(plate.wells)} wells"
+        )
         roles = _roles(plate).to_numpy() if plate.layout is not None else None
         images = plate_images(plate, scorer.recipe.plate_channels)
-        prob, how = scorer.plate_probabilities(images, roles)
+        prob, how = scorer.plate_probabilities(images, roles, memo)
         labels, _ = labels_for(plate, ch.cytokine, ch.method, ch.threshold)
         frames.append(
             pd.DataFrame(
@@ -264,6 +269,12 @@ def command(
     ),
     cutoff: float = typer.Option(0.5, "--cutoff", help="Call a well a responder when P(responder) >= this."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap of the ROC AUC interval."),
+    record: bool = typer.Option(
+        True,
+        "--record/--no-record",
+        help="On labelled plates, keep each scored version's ROC AUC here as its tags (transfer_*): "
+        "`cytoops best-model` shows it.",
+    ),
 ) -> None:
     """Score every well of new plates with the registered champions (any family); name every cytokine that
     cannot be scored; with readouts, report per cytokine ROC AUC with interval, F1 and calibration beside the
@@ -274,7 +285,7 @@ def command(
     store.connect()
     champions, notes = _champions(mlflow.MlflowClient(), list(cytokines))
     plates_by_size: dict[int, list[Plate]] = {}
-    frames = []
+    frames, memo = [], {}  # memo: a plate's profile measurements, shared by every profile champion
     for ch in champions:
         try:
             scorer = load_scorer(ch)
@@ -285,7 +296,7 @@ def command(
         if size not in plates_by_size:
             plates_by_size[size] = read_data(data_dir, image_size=size, require_readouts=False)
         try:
-            scored, scored_notes = _score_champion(ch, scorer, plates_by_size[size], cutoff)
+            scored, scored_notes = _score_champion(ch, scorer, plates_by_size[size], cutoff, memo)
         except ValueError as err:
             notes.append(_note(ch.cytokine, ch, "skipped", str(err)))
             continue
@@ -300,10 +311,32 @@ def command(
             )
         why = "; ".join(f"{r.cytokine}: {r.note}" for r in skipped.itertuples())
         raise store.TrackingError(f"predict: nothing could be scored: {why}")
-    _write(frames, notes, champions, out, cutoff, seed)
+    moved = _write(frames, notes, champions, out, cutoff, seed)
+    if record and moved is not None:
+        _record(
+            mlflow.MlflowClient(), champions, moved, sorted({p for f in frames for p in f.plate.unique()})
+        )
 
 
-def _write(frames: list, notes: pd.DataFrame, champions: list[Champion], out: Path, cutoff: float, seed: int):
+def _record(client, champions: list[Champion], moved: pd.DataFrame, plates: list[str]) -> None:
+    """Each scored version's ROC AUC on these plates as its tags: the registry remembers where a model was
+    tested before it was deployed (`cytoops best-model` shows it)."""
+    by_cytokine = {ch.cytokine: ch for ch in champions}
+    for r in moved.itertuples():
+        ch = by_cytokine.get(r.cytokine)
+        if ch is None or pd.isna(r.roc_auc):
+            continue
+        tags = {tag: tag_text(getattr(r, tag.removeprefix("transfer_"))) for tag in TRANSFER_TAGS}
+        tags["transfer_n_wells"] = str(int(r.n_wells))
+        tags["transfer_plates"] = ",".join(plates)[:500]
+        for key, value in tags.items():
+            store.retry(client.set_model_version_tag, ch.registered_model, ch.version, key, value)
+    log.info(f"predict: the ROC AUC on {', '.join(plates)} is kept on each scored version (transfer_* tags)")
+
+
+def _write(
+    frames: list, notes: pd.DataFrame, champions: list[Champion], out: Path, cutoff: float, seed: int
+) -> pd.DataFrame | None:
     table = pd.concat(frames, ignore_index=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.drop(columns="cluster").to_csv(out, index=False)
@@ -325,17 +358,17 @@ def _write(frames: list, notes: pd.DataFrame, champions: list[Champion], out: Pa
         + (f"; {n_skipped} skipped (see {notes_file})" if n_skipped else f" (notes: {notes_file})")
     )
     if not table.label.notna().any():
-        return
+        return None
     scores = score(table, cutoff)
     f1_file = out.with_name(out.stem + "_f1.csv")
     scores.to_csv(f1_file, index=False)
     deployed = pd.DataFrame(
         [
-            {"cytokine": ch.cytokine, "family": _family(ch), **{k: _number(ch.tags.get(k)) for k in _CV}}
+            {"cytokine": ch.cytokine, "family": _family(ch), **{k: tag_number(ch.tags.get(k)) for k in _CV}}
             for ch in champions
         ],
         columns=["cytokine", "family", *_CV],
-    )
+    ).astype(dict.fromkeys(_CV, float))  # None (not measured) -> NaN
     moved, curves = transfer.table(table, deployed, cutoff, seed)
     moved.to_csv(out.with_name(out.stem + "_transfer.csv"), index=False)
     curves.to_csv(out.with_name(out.stem + "_reliability.csv"), index=False)
@@ -347,13 +380,7 @@ def _write(frames: list, notes: pd.DataFrame, champions: list[Champion], out: Pa
         cv = "" if pd.isna(r.cv_roc_auc) else f" (cross-validated {r.cv_roc_auc:.3f})"
         log.info(f"  {r.cytokine:<16} ROC AUC {r.roc_auc:.3f} ({r.roc_auc_lo:.3f}-{r.roc_auc_hi:.3f}){cv}")
     log.info(f"predict: F1 per cytokine -> {f1_file}; transfer -> {png.with_suffix('.csv')}, {png}")
+    return moved
 
 
 _CV = ("cv_roc_auc", "cv_roc_auc_lo", "cv_roc_auc_hi")
-
-
-def _number(text) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return np.nan

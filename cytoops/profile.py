@@ -27,9 +27,13 @@ writes files.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import logging
+import multiprocessing
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +41,7 @@ import numpy as np
 import pandas as pd
 import typer
 
-from cytoops import linear
+from cytoops import linear, schedule
 from cytoops.linear import Linear
 
 log = logging.getLogger(__name__)
@@ -126,16 +130,54 @@ def measure_well(image: np.ndarray, channels: tuple[str, ...]) -> dict[str, floa
     return row
 
 
-def measure(images: np.ndarray, channels: tuple[str, ...], progress=None) -> pd.DataFrame:
-    """Raw per-well measurements (row i = well i of (N, C, S, S) images scaled 0..1), not normalized."""
+def measure(
+    images: np.ndarray, channels: tuple[str, ...], progress=None, memo: dict | None = None, workers: int = 1
+) -> pd.DataFrame:
+    """Raw per-well measurements (row i = well i of (N, C, S, S) images scaled 0..1), not normalized.
+
+    `workers` processes measure chunks of `CHUNK` wells side by side (0: one per CPU core); each well is
+    measured alone, so the table is the same to the last bit whatever the number. `memo` (a dict the caller
+    keeps) remembers each table by its images' content and channels, so that several models reading one
+    plate measure it once (`cytoops predict` with one profile champion per cytokine); every call gets its
+    own copy."""
     if "nucleus" not in channels:
         raise ValueError(f"the profile segments nuclei on a 'nucleus' channel; the plates have {channels}")
+    key = _content_key(images, channels) if memo is not None else None
+    if key is not None and key in memo:
+        return memo[key].copy()
+    chunks = [images[i : i + CHUNK] for i in range(0, len(images), CHUNK)]
+    n = min(schedule.cores() if workers == 0 else workers, len(chunks))
+    if n <= 1:
+        rows = _gather((_measure_chunk(chunk, channels) for chunk in chunks), progress)
+    else:  # spawned, not forked: the caller may hold TensorFlow's threads
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(n, mp_context=context) as pool:
+            rows = _gather(pool.map(_measure_chunk, chunks, itertools.repeat(channels)), progress)
+    table = pd.DataFrame(rows)
+    if key is not None:
+        memo[key] = table.copy()
+    return table
+
+
+CHUNK = 8  # wells a worker measures per task: the bar moves often, and the pool's overhead stays small
+
+
+def _measure_chunk(images: np.ndarray, channels: tuple[str, ...]) -> list[dict[str, float]]:
+    return [measure_well(image, channels) for image in images]
+
+
+def _gather(parts, progress) -> list[dict[str, float]]:
     rows = []
-    for image in images:
-        rows.append(measure_well(image, channels))
+    for part in parts:
+        rows += part
         if progress is not None:
-            progress(1)
-    return pd.DataFrame(rows)
+            progress(len(part))
+    return rows
+
+
+def _content_key(images: np.ndarray, channels: tuple[str, ...]) -> tuple:
+    x = np.ascontiguousarray(images)
+    return hashlib.sha256(x.tobytes()).hexdigest(), x.shape, str(x.dtype), tuple(channels)
 
 
 @dataclass(frozen=True)
@@ -223,13 +265,13 @@ class Profiled:
 
 
 def profile_plates(
-    images: np.ndarray, wells: pd.DataFrame, channels: tuple[str, ...], progress=None
+    images: np.ndarray, wells: pd.DataFrame, channels: tuple[str, ...], progress=None, workers: int = 1
 ) -> Profiled:
     """Per-well profile (row i = well i): META columns, `cell_count`, then features normalized per plate to
     its negative-control wells (robust z: median and MAD of the controls; standardized to the plate when it
     has fewer than 3 controls), with each plate's statistics. Features that are constant or missing on a
-    plate are dropped."""
-    raw = measure(images, channels, progress)
+    plate are dropped. `workers` as in `measure`."""
+    raw = measure(images, channels, progress, workers=workers)
     raw = raw.loc[:, raw.notna().mean() >= 0.9]  # measurements most wells lack (no objects) are not features
     fill = raw.median()
     raw = raw.fillna(fill)
@@ -382,6 +424,9 @@ def command(
     stats: Path = typer.Option(
         ..., "--stats", help="JSON of each plate's normalization statistics (a served profile model's)."
     ),
+    workers: int = typer.Option(
+        0, "--workers", min=0, help="Processes measuring wells side by side; 0 = one per CPU core."
+    ),
 ) -> None:
     """Segment nuclei and cells, measure them (cp-measure), aggregate per well, normalize to the controls."""
     from tqdm import tqdm
@@ -390,7 +435,7 @@ def command(
 
     w = wrangle.load(wrangled)
     with tqdm(total=len(w.images), desc="profile", unit="well") as bar:
-        profiled = profile_plates(w.images, w.wells, w.channels, progress=bar.update)
+        profiled = profile_plates(w.images, w.wells, w.channels, progress=bar.update, workers=workers)
     save(profiled.table, out)
     save_normalization(profiled.normalization, stats)
     n_features = len(feature_columns(profiled.table))

@@ -56,15 +56,14 @@ def training_set(
     inputs: dataset.Inputs, source: np.ndarray, cytokine: str, augmentation: str, balanced: bool = True
 ):
     """All balanced wells of a cytokine (every labelled one if not `balanced`) under its augmentation's
-    views: (x, y, example, n_wells)."""
+    views: (x, y, n_wells)."""
     rows = inputs.labels[inputs.labels.cytokine == cytokine]
     rows = rows[rows.balanced] if balanced else rows
     wells = rows.well_index.to_numpy().astype(int)
-    label_of = dict(zip(wells, rows.label.to_numpy().astype(int), strict=True))
-    x, src = augment.training_views(source, inputs.bank.views, augmentation, wells)
-    y = np.array([label_of[s] for s in src])
-    example = np.asarray(augment.identity_view(source, inputs.bank.views, wells[:1]), dtype=np.float32)
-    return np.asarray(x, dtype=np.float32), y, example, len(wells)
+    x, y = augment.labelled_views(
+        source, inputs.bank.views, augmentation, wells, rows.label.to_numpy().astype(int)
+    )
+    return np.asarray(x, dtype=np.float32), y, len(wells)
 
 
 def labelled(inputs: dataset.Inputs, cytokine: str) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +126,7 @@ class Refitter:
                 raise ValueError(f"{family} needs the ViT features of these views: pass --features")
             source, channels = vit.values, self.inputs.channels
         every = kind == "cnn_all"  # every labelled well, class-weighted, as cross-validation fitted it
-        x, y, _, n_wells = training_set(self.inputs, source, cytokine, augmentation, balanced=not every)
+        x, y, n_wells = training_set(self.inputs, source, cytokine, augmentation, balanced=not every)
         epochs = self.epochs(family, augmentation, cytokine)
         seed = refit_seed(family, augmentation, cytokine, self.p.train.seed)
         weighting = {"class_weight": True} if every else {}

@@ -23,7 +23,6 @@ import dataclasses
 import io
 import json
 import logging
-import math
 import tempfile
 from pathlib import Path
 
@@ -193,7 +192,8 @@ def register(run: Provenance, evidence: Evidence, p: Params) -> dict:
             if (r.cytokine, r.architecture, r.augmentation) in best_of:
                 _best_cnn(r, refitter, run, p, called.get(r.cytokine), listing)
             else:
-                _log(refitter.refit(r.architecture, r.augmentation, r.cytokine), run, p, _scores(r, None))
+                refit = refitter.refit(r.architecture, r.augmentation, r.cytokine)
+                _log(refit, run, p, _scores(r, None, r.cytokine in called))
         for cytokine, c in called.items():
             entry = next((e for e in listing["registered"] if e["cytokine"] == cytokine), None)
             if entry is None or entry.get("champion_version") is None:
@@ -211,7 +211,7 @@ def _best_cnn(r, refitter: Refitter, run: Provenance, p: Params, called, listing
     """Refit, log, register a cytokine's best CNN (@best-cnn), @champion too when it is the best predictor."""
     fitted = refitter.refit(r.architecture, r.augmentation, r.cytokine)
     is_best = called is not None and (called.family, called.augmentation) == (r.architecture, r.augmentation)
-    info, tags = _log(fitted, run, p, _scores(r, called if is_best else None))
+    info, tags = _log(fitted, run, p, _scores(r, called if is_best else None, called is not None))
     client, name = _client(), model_name(r.cytokine)
     version = _register(info, r.cytokine, tags)
     best, promoted = _promote_best_cnn(client, name, version, tags, p.tracking.promote)
@@ -248,7 +248,7 @@ def _champion(c, refitter: Refitter, run: Provenance, p: Params, listing: dict) 
         _say_unavailable(c.cytokine, reason)
         return
     try:
-        info, tags = _log(fitted, run, p, _scores(None, c))
+        info, tags = _log(fitted, run, p, _scores(None, c, True))
     except ValueError as err:  # servable.build: a family that cannot be served says why
         listing["not_registered"].append(
             {"cytokine": c.cytokine, "reason": f"champion {c.best_predictor}: {err}"}
@@ -303,7 +303,7 @@ def _champion_entry(cytokine: str, c, version, info) -> dict:
         "family": c.family,
         "augmentation": c.augmentation,
         "version": str(version.version),
-        "cv_roc_auc": _number(getattr(c, "roc_auc", math.nan)),
+        "cv_roc_auc": registry.tag_number(getattr(c, "roc_auc", None)),  # null where not measured
         "model_uri": info.model_uri,
     }
 
@@ -323,23 +323,16 @@ def _client():
     return mlflow.MlflowClient()
 
 
-def _number(value) -> float | str:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return "nan"
-    return "nan" if math.isnan(value) else round(value, 4)
-
-
-def _scores(r, called) -> dict:
+def _scores(r, called, predictable: bool) -> dict:
     """Version tags of what chose a model: its CV F1 (study models) and, for the verdict's best predictor, the
     verdict's CV ROC AUC with its interval and q."""
-    tags = {"cv_f1": _number(getattr(r, "f1", math.nan)) if r is not None else "nan"}
-    tags["cv_roc_auc"] = _number(getattr(r, "roc_auc", math.nan)) if r is not None else "nan"
+    tags = {"predictable": str(predictable).lower()}
+    tags["cv_f1"] = registry.tag_text(getattr(r, "f1", None))
+    tags["cv_roc_auc"] = registry.tag_text(getattr(r, "roc_auc", None))
     if called is not None:
         for key in ("roc_auc", "roc_auc_lo", "roc_auc_hi"):
-            tags[f"cv_{key}"] = _number(getattr(called, key, math.nan))
-        tags["q"] = _number(getattr(called, "q", math.nan))
+            tags[f"cv_{key}"] = registry.tag_text(getattr(called, key, None))
+        tags["q"] = registry.tag_text(getattr(called, "q", None))
         tags["best_predictor"] = str(called.best_predictor)
     return tags
 
@@ -415,11 +408,8 @@ def _promote_best_cnn(client, name: str, version, tags: dict, promote: str):
     current = registry.alias_version(client, name, BEST_ALIAS)
     if promote == "best" and current is not None and current.version != version.version:
         same_data = current.tags.get("data_version") == str(tags.get("data_version"))
-        try:
-            theirs = float(current.tags.get("cv_f1", "nan"))
-        except ValueError:
-            theirs = math.nan
-        if same_data and not math.isnan(theirs) and theirs > float(tags["cv_f1"]):
+        theirs, ours = registry.tag_number(current.tags.get("cv_f1")), registry.tag_number(tags["cv_f1"])
+        if same_data and theirs is not None and ours is not None and theirs > ours:
             return current, False
     retry(client.set_registered_model_alias, name, BEST_ALIAS, version.version)
     return version, True

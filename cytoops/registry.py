@@ -17,6 +17,7 @@ from cytoops.store import TrackingError, connect, retry
 PREFIX = "cytoops-"
 ALIAS = "champion"  # the verdict's best predictor of a cytokine it called predictable (any image family)
 SCORE_TAGS = ("cv_f1", "cv_roc_auc", "cv_roc_auc_lo", "cv_roc_auc_hi", "q")  # how sure, on each version
+TRANSFER_TAGS = ("transfer_roc_auc", "transfer_roc_auc_lo", "transfer_roc_auc_hi")  # set by `cytoops predict`
 UNAVAILABLE_TAG = "champion_unavailable"  # on a registered model: why its best predictor could not be served
 BEST_ALIAS = "best-cnn"  # the best CNN of every kept cytokine, predictable or not
 
@@ -100,10 +101,8 @@ def champion(client, cytokine: str) -> dict:
         "family": tags.get("family", tags.get("architecture")),
         "architecture": tags.get("architecture"),
         "augmentation": tags.get("augmentation"),
-        **{
-            key: _number(tags.get(key))
-            for key in ("cv_f1", "cv_roc_auc", "cv_roc_auc_lo", "cv_roc_auc_hi", "q")
-        },
+        **{key: tag_number(tags.get(key)) for key in (*SCORE_TAGS, *TRANSFER_TAGS)},
+        "transfer_plates": tags.get("transfer_plates"),
         "epochs": int(tags["epochs"]) if tags.get("epochs", "").isdigit() else None,
         "n_wells": int(tags["n_wells"]) if tags.get("n_wells", "").isdigit() else None,
         "channels": tags.get("channels", "").split(",") if tags.get("channels") else [],
@@ -117,12 +116,19 @@ def champion(client, cytokine: str) -> dict:
     }
 
 
-def _number(text: str | None) -> float | None:
+def tag_number(text: str | None) -> float | None:
+    """A number kept as a version tag (`tag_text`), or None where it was not measured."""
     try:
         value = float(text)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
     return None if value != value else value  # NaN: not measured
+
+
+def tag_text(value) -> str:
+    """A number as a version tag: four decimals, or 'nan' where it was not measured."""
+    number = tag_number(value)
+    return "nan" if number is None else str(round(number, 4))
 
 
 def how_sure(info: dict) -> str:
@@ -166,4 +172,11 @@ def best_model_command(
         f"  refit {epochs}{info['n_wells']} wells, channels {','.join(info['channels'])}, "
         f"{info['image_size']}x{info['image_size']}"
     )
+    if info.get("transfer_roc_auc") is not None:
+        typer.echo(
+            f"  on another plate ({info['transfer_plates']}): ROC AUC {info['transfer_roc_auc']:.2f} "
+            f"({info['transfer_roc_auc_lo']:.2f}-{info['transfer_roc_auc_hi']:.2f}) (cytoops predict)"
+        )
+    else:
+        typer.echo("  not yet tested on another plate: run `cytoops predict` on a labelled plate")
     typer.echo(f"  source run {info['source_run_id']} (pipeline run {info['pipeline_run_id']})")

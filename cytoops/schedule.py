@@ -29,11 +29,12 @@ def n_workers(params: TrainParams) -> int:
         "",
         "-1",
     )
-    return (
-        1
-        if has_gpu
-        else max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    )
+    return 1 if has_gpu else cores()
+
+
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 # relative time of one fit per well, by architecture (benchmarks/results.json: ~0.9 s wide, ~2 s deep, ~0.1 s

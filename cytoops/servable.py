@@ -306,11 +306,11 @@ class ProfileServed(ServedModel):
         raw = profile.measure(x, self.recipe.plate_channels)
         return self.model.predict_proba(profile.features_of(raw, self.normalization))
 
-    def plate_probabilities(self, images: np.ndarray, roles=None) -> tuple[np.ndarray, str]:
+    def plate_probabilities(self, images: np.ndarray, roles=None, memo=None) -> tuple[np.ndarray, str]:
         x = self.plate_scaled(images)
         if not len(x):
             return np.zeros(0), ""
-        raw = profile.measure(x, self.recipe.plate_channels)
+        raw = profile.measure(x, self.recipe.plate_channels, memo=memo, workers=0)
         norm, note = plate_normalization(raw, roles, self.normalization)
         return self.model.predict_proba(profile.features_of(raw, norm)), note
 

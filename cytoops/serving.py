@@ -202,10 +202,11 @@ class ServedModel(mlflow.pyfunc.PythonModel):
         x = resized(check_thumbnails(images, len(self.recipe.plate_channels)), self.recipe.image_size)
         return wrangle.normalize_images(x) if len(x) else x
 
-    def plate_probabilities(self, images: np.ndarray, roles=None) -> tuple[np.ndarray, str]:
+    def plate_probabilities(self, images: np.ndarray, roles=None, memo=None) -> tuple[np.ndarray, str]:
         """(P(responder), how it was normalized: '' unless the family says) for one plate's raw images
         (`plate_scaled`); `roles` (layout.csv's role per image, or None) lets a family normalize to the
-        plate's controls."""
+        plate's controls; `memo` (a dict the caller keeps across models) lets a family that measures the
+        plate (the profile) measure it once."""
         x = self.plate_scaled(images)
         return (self.scaled_probabilities(x) if len(x) else np.zeros(0)), ""
 

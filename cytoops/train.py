@@ -339,11 +339,10 @@ def unit_arrays(task: Task, split: tuple, source: np.ndarray, views, strategy: s
     fits, so the two train on the same wells."""
     fit, val, test = split
     fit_wells = task.wells[fit]
-    x_fit, src = augment.training_views(source, views, strategy, fit_wells)
-    label_of = dict(zip(fit_wells, task.labels[fit], strict=True))
+    x_fit, y_fit = augment.labelled_views(source, views, strategy, fit_wells, task.labels[fit])
     return UnitArrays(
         x_fit=x_fit,
-        y_fit=np.array([label_of[s] for s in src]),
+        y_fit=y_fit,
         x_val=augment.identity_view(source, views, task.wells[val]),
         y_val=task.labels[val],
         x_test=augment.identity_view(source, views, task.wells[test]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -281,3 +282,57 @@ def store(tmp_path, monkeypatch, template_db):
     for name in ("MLFLOW_RUN_ID", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
         monkeypatch.delenv(name, raising=False)
     return uri
+
+
+# ---- a real `mlflow models serve` for the serving tests ---------------------------------------------------
+
+
+@contextlib.contextmanager
+def mlflow_served(model: str, env: dict | None = None, timeout: float = 180.0):
+    """`mlflow models serve --env-manager local -m MODEL` on a free loopback port, waited for until /ping
+    answers; yields post(inputs) -> (HTTP status as text, the JSON answer); the server is stopped after."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    bin_dir = os.path.dirname(sys.executable)  # mlflow starts uvicorn from PATH: the venv's
+    env = {**os.environ, **(env or {}), "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", model,
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+    def post(inputs) -> tuple[str, dict]:
+        done = subprocess.run(
+            ["curl", "-s", "-w", "\n%{http_code}", "-X", "POST", f"http://127.0.0.1:{port}/invocations",
+             "-H", "Content-Type: application/json", "-d", json.dumps({"inputs": inputs})],
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        body, status = done.stdout.rsplit("\n", 1)
+        return status, json.loads(body)
+
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            ping = subprocess.run(
+                ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/ping"],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if ping.stdout == "200":
+                break
+            assert server.poll() is None, server.stdout.read()
+            assert time.monotonic() < deadline, f"mlflow models serve answered no /ping within {timeout} s"
+            time.sleep(0.5)
+        yield post
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()

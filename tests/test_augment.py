@@ -146,3 +146,13 @@ def test_save_and_load_round_trip(tmp_path):
     back = augment.load(tmp_path / "a" / "views.npz")
     assert back.views == bank.views
     np.testing.assert_array_equal(back.images, bank.images)
+
+
+def test_labelled_views_label_each_copy_with_its_wells_label():
+    images = np.arange(4 * 5).reshape(4, 5).astype(float)  # (views, wells): the value names view and well
+    views = ("identity", "hflip", "vflip", "hvflip")
+    wells, labels = np.array([3, 0, 4]), np.array([1, 0, 1])
+    x, y = augment.labelled_views(images, views, "flips", wells, labels)
+    _, source = augment.training_views(images, views, "flips", wells)
+    np.testing.assert_array_equal(y, [dict(zip(wells, labels, strict=True))[s] for s in source])
+    np.testing.assert_array_equal(x % 5, source)

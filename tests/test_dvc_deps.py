@@ -211,3 +211,12 @@ def test_dvcignore_keeps_bytecode_out_of_folder_deps():
     assert not code_folders or ignored & pycache, (
         f"{code_folders} are folder deps; fix: add the line `__pycache__/` to .dvcignore"
     )
+
+
+def test_the_stages_after_train_read_its_results_without_the_trainer():
+    """evaluate, verdict, tracking, register and report read cross-validation through `cytoops.cvresult`: none
+    of them runs cytoops.train (or its engines), so editing the trainer reruns none of their stages."""
+    trainer = {REPO / PACKAGE / f"{name}.py" for name in ("train", "backends", "taskcache", "schedule")}
+    for module in ("evaluate", "verdict.stage", "tracking", "register", "report"):
+        runs = reached(f"{PACKAGE}.{module}", REPO)
+        assert not runs & trainer, f"cytoops.{module} runs {sorted(p.name for p in runs & trainer)}"

@@ -279,3 +279,16 @@ def test_figures_without_curves_draws_only_the_f1_figures(predictions_and_fits, 
     written = evaluate.figures(scores, pd.DataFrame(columns=["epoch"]), tmp_path)
     assert sorted(p.name for p in written) == ["f1_by_architecture.png", "f1_by_augmentation.png"]
     assert not (tmp_path / "learning_curves.png").exists()
+
+
+def test_learning_curves_draw_the_best_model_that_has_curves_without_a_legend_warning(
+    predictions_and_fits, tmp_path
+):
+    import warnings
+
+    scores = evaluate.score(*predictions_and_fits)  # IL-6's best is wide_cnn/none: it has no curve here
+    curves = pd.concat([curves_for("wide_cnn", "hflip", "IL-6", f, [1.0, 0.8]) for f in (0, 1)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels found to put in legend"
+        written = evaluate.figures(scores, curves, tmp_path)
+    assert tmp_path / "learning_curves.png" in written

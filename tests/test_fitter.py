@@ -1,10 +1,12 @@
-"""fitter: the one training loop's initial weights are Keras' draw, seeded; its optional class weighting (the
-loop itself is tested through train's grid in test_train, as the refit in test_register)."""
+"""fitter: the one training loop's initial weights are Keras' draw, seeded; its epochs (a graph each) are
+a plain per-batch Keras loop's; its optional class weighting (the loop is also tested through train's grid
+in test_train, as the refit in test_register)."""
 
 import numpy as np
 import pytest
 
-from cytoops.fitter import initial_weights
+from cytoops.fitter import Fitter, initial_weights
+from cytoops.params import TrainParams
 
 
 @pytest.mark.parametrize("architecture", ["wide_cnn", "deep_cnn", "vit_500k"])
@@ -35,6 +37,63 @@ def test_initial_weights_are_seeded_and_shaped_as_keras_draws_them(architecture)
     assert all(np.array_equal(a, b) for a, b in zip(ours, again, strict=True))
     other = initial_weights(model, np.random.default_rng(8))
     assert not np.array_equal(ours[0], other[0])
+
+
+def reference_fit(architecture, x, y, x_val, y_val, seed, params):
+    """The training loop written plainly, one eager Keras step per mini-batch: the unit's initial weights,
+    Adam, shuffling from default_rng(seed), early stopping on the validation loss (best weights restored)."""
+    import keras
+    import tensorflow as tf
+
+    from cytoops import models
+
+    model = models.get(architecture).build(tuple(x.shape[1:]), models.ModelParams())
+    rng = np.random.default_rng(seed)
+    model.set_weights(initial_weights(model, rng))
+    optimizer = keras.optimizers.Adam(params.learning_rate)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    losses, val_losses, best, best_epoch, wait, best_weights = [], [], np.inf, 0, 0, None
+    for epoch in range(params.epochs):
+        order, total = rng.permutation(len(x)), 0.0
+        for i in range(0, len(x), params.batch_size):
+            batch = order[i : i + params.batch_size]
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y[batch], model(x[batch], training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            total += float(loss) * len(batch)
+        losses.append(total / len(x))
+        val_losses.append(float(loss_fn(y_val, model(x_val, training=False))))
+        if val_losses[-1] < best:
+            best, best_epoch, wait, best_weights = val_losses[-1], epoch, 0, model.get_weights()
+        else:
+            wait += 1
+            if wait >= params.patience:
+                break
+    model.set_weights(best_weights)
+    return model, losses, val_losses, best_epoch + 1
+
+
+def test_a_fit_is_the_plain_per_batch_loop():
+    """Same initial weights, batches, Adam steps and stopping: the same curves, best epoch and probabilities
+    (float round-off aside: Adam's update is compiled apart from the rest)."""
+    rng = np.random.default_rng(0)
+    x = rng.random((70, 12, 12, 2), dtype=np.float32)  # 70 rows: 3 batches of 32, the last one partial
+    y = rng.integers(0, 2, 70)  # noise: it overfits, the validation loss turns up, early stopping acts
+    x_val, y_val = rng.random((20, 12, 12, 2), dtype=np.float32), rng.integers(0, 2, 20)
+    params = TrainParams(epochs=12, batch_size=32, patience=2)
+    fitter = Fitter(params)
+    model, history, best_epoch = fitter.fit("wide_cnn", x, y, x_val, y_val, seed=3)
+    prob = fitter.probability(model, x_val)
+    ref, losses, val_losses, ref_best = reference_fit(
+        "wide_cnn", x, y, x_val, y_val.astype(np.int32), 3, params
+    )
+    out = ref(x_val, training=False).numpy()
+    ref_prob = 1.0 / (1.0 + np.exp(out[:, 0] - out[:, 1]))
+    assert best_epoch == ref_best and len(history["loss"]) == len(losses) > best_epoch  # stopped early
+    np.testing.assert_allclose(history["loss"], losses, rtol=1e-5)
+    np.testing.assert_allclose(history["val_loss"], val_losses, rtol=1e-5)
+    np.testing.assert_allclose(prob, ref_prob, atol=1e-5)
 
 
 def test_class_weights_give_each_class_half_of_the_weight():

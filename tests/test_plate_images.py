@@ -139,17 +139,29 @@ def zeros_tiff(file: Path, shape: tuple[int, int, int], tile: int = 1024) -> Non
     file.write_bytes(bytes(data[: first + counts.value[0]]))
 
 
+# Run from a small launcher process: on Linux a child's ru_maxrss counts the memory of the process it was
+# forked from (kept across exec), so a child forked from a long pytest session would report that size.
+LAUNCHER = """
+import os, subprocess, sys
+args = [sys.executable, "-c", "from cytoops.cli import main; main()", "validate", sys.argv[1]]
+with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+    sys.stdout.write(proc.stdout.read().decode())
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+print(f"launcher: status {proc.returncode} peak {usage.ru_maxrss * 1024}")
+"""
+
+
 def validate_in_a_process(data_dir: Path) -> tuple[int, str, int]:
     """(exit status, output, peak resident memory in bytes) of `cytoops validate DATA_DIR` in its own process:
-    ru_maxrss of that one child, from os.wait4."""
-    code = "from cytoops.cli import main; main()"
+    ru_maxrss of that one child, from os.wait4 in a small launcher."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    args = [sys.executable, "-c", code, "validate", str(data_dir)]
-    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as proc:
-        output = proc.stdout.read().decode()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, output, usage.ru_maxrss * 1024  # kilobytes on Linux
+    done = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, str(data_dir)], capture_output=True, text=True, env=env, check=True
+    )
+    output, last = done.stdout.rstrip("\n").rsplit("\n", 1)
+    _, _, status, _, peak = last.split()
+    return int(status), output, int(peak)
 
 
 def test_validate_refuses_a_small_file_declaring_a_huge_image_before_decoding_it(tiny_plate):

@@ -65,10 +65,14 @@ def test_run_registers_champions_that_score_a_second_plate(wide_plate, tmp_path,
     registered = {c["cytokine"]: c for c in listing["registered"]}
     assert "IL-6" in registered and "IL-10" not in registered  # IL-10 is under the well cut-off
     assert registered["IL-6"]["registered_model"] == "cytoops-IL-6" and registered["IL-6"]["promoted"]
-    # champions are exactly the cytokines the verdict called predictable
+    # champions are exactly the cytokines the verdict called predictable, each its best predictor
     verdict = pd.read_csv(tmp_path / "out" / "reports" / "predictable.csv")
     called = set(verdict.cytokine[verdict.predictable.astype(str).eq("True")])
-    assert set(listing["champions"]) == called & set(registered)
+    champion_of = {c["cytokine"]: c for c in listing["champions"]}
+    assert set(champion_of) == called & set(registered)
+    best_of = dict(zip(verdict.cytokine, verdict.best_predictor, strict=True))
+    for cytokine, c in champion_of.items():
+        assert f"{c['family']}/{c['augmentation']}" == best_of[cytokine]
 
     # the best CNN loads from the registry by its alias and predicts
     model = mlflow.pyfunc.load_model("models:/cytoops-IL-6@best-cnn").unwrap_python_model()
@@ -93,7 +97,8 @@ def test_run_registers_champions_that_score_a_second_plate(wide_plate, tmp_path,
     for cytokine in set(registered) - called:  # scored by its best CNN, and said so
         assert f"{registered[cytokine]['registered_model']} has no @champion" in result.output
     assert set(table.model) == {
-        f"{c['registered_model']}/{c['best_cnn_version']}" for c in registered.values()
+        f"{c['registered_model']}/{champion_of[k]['version'] if k in champion_of else c['best_cnn_version']}"
+        for k, c in registered.items()
     }
 
     # a plate without cytokines.csv, one cytokine asked for by its slug: probabilities only, no F1 file
@@ -109,7 +114,10 @@ def test_run_registers_champions_that_score_a_second_plate(wide_plate, tmp_path,
     assert result.exit_code == 2 and "no registered model cytoops-IL-10" in result.output
 
     # a champion whose saved model no longer deserializes (a layer given an argument Keras does not know,
-    # as a model saved by another Keras version can be) is one line, not a TypeError traceback
+    # as a model saved by another Keras version can be) is one line, not a TypeError traceback (the champion
+    # alias moved to the best CNN's version, whatever family earned the call)
+    best_cnn = registered["IL-6"]["best_cnn_version"]
+    mlflow.MlflowClient().set_registered_model_alias("cytoops-IL-6", "champion", best_cnn)
     broken = list((tmp_path / "store").rglob("*.keras"))
     assert broken, "the registered model's file was not found in the store"
     for file in broken:
@@ -124,7 +132,7 @@ def test_run_registers_champions_that_score_a_second_plate(wide_plate, tmp_path,
     result = runner.invoke(app, ["predict", str(other), "--cytokine", "IL-6", "--out", str(out)])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "cytoops-IL-6 v1 (alias champion) cannot be loaded" in lines[0]
+    assert len(lines) == 1 and f"cytoops-IL-6 v{best_cnn} (alias champion) cannot be loaded" in lines[0]
 
 
 # ---- any family, skips named, transfer reported: models registered from `servable`, no pipeline run ----
@@ -162,6 +170,31 @@ def _register(s, cytokine: str, tags: dict) -> str:
     version = mlflow.register_model(info.model_uri, name, tags={"cytokine": cytokine, **tags})
     mlflow.MlflowClient().set_registered_model_alias(name, "champion", version.version)
     return version.version
+
+
+def test_predict_measures_a_plate_once_for_all_its_profile_champions(
+    wide_plate, tmp_path, store, monkeypatch
+):
+    from cytoops import profile, schedule
+
+    data = wide_plate(treatments=12, replicates=3, embeddings=False)
+    other = _move(
+        wide_plate(treatments=12, replicates=3, seed=1, plate_id="plate-2"), "plate-2", tmp_path / "o"
+    )
+    mlflow.set_tracking_uri(store)
+    served = _servables(data, tmp_path)
+    for cytokine in ("TNF-α", "IL-6"):  # one profile model registered as two cytokines' champion
+        _register(served["TNF-α"], cytokine, {"family": "profile"})
+    measured = []
+    real = profile.measure_well
+    monkeypatch.setattr(profile, "measure_well", lambda *a: measured.append(1) or real(*a))
+    monkeypatch.setattr(schedule, "cores", lambda: 1)  # measured here, not in worker processes: counted
+    out = tmp_path / "p.csv"
+    result = CliRunner().invoke(app, ["predict", str(other), "--out", str(out), "--no-record"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out).pivot(index="well", columns="cytokine", values="prob")
+    assert len(measured) == 36 and table.shape == (36, 2)  # 36 wells measured once, not once a champion
+    np.testing.assert_array_equal(table["TNF-α"], table["IL-6"])
 
 
 def test_predict_scores_any_family_names_what_it_skips_and_reports_the_transfer(wide_plate, tmp_path, store):
@@ -218,6 +251,13 @@ def test_predict_scores_any_family_names_what_it_skips_and_reports_the_transfer(
     assert set(curves.cytokine) == {"IL-6", "TNF-α"}
     assert curves.groupby("cytokine").n_wells.sum().eq(36).all()
     assert (folder / "p_transfer.png").stat().st_size > 10_000
+    # the registry remembers where each version was tested; best-model shows it
+    tags = mlflow.MlflowClient().get_model_version_by_alias("cytoops-IL-6", "champion").tags
+    assert float(tags["transfer_roc_auc"]) == pytest.approx(il6.roc_auc, abs=1e-4)
+    assert tags["transfer_plates"] == "plate-2" and tags["transfer_n_wells"] == "36"
+    shown = runner.invoke(app, ["best-model", "IL-6"])
+    assert f"on another plate (plate-2): ROC AUC {il6.roc_auc:.2f}" in shown.output, shown.output
+    assert "CV ROC AUC 0.81 (0.62-0.93)" in shown.output
     again = runner.invoke(app, ["predict", str(other), "--out", str(folder / "q.csv")])
     pd.testing.assert_frame_equal(
         pd.read_csv(folder / "q_transfer.csv"), pd.read_csv(folder / "p_transfer.csv")

@@ -174,3 +174,27 @@ def test_fit_returns_a_model_whose_probabilities_are_fit_predicts_old_ones():
     np.testing.assert_array_equal(again.predict_proba(x[60:]), model.predict_proba(x[60:]))
     with pytest.raises(ValueError, match=r"the profile model reads 1 columns these wells lack"):
         model.predict_proba(x[60:].drop(columns=[model.columns[0]]))
+
+
+def test_measure_with_a_memo_measures_the_same_images_once(monkeypatch):
+    images = _plate(6)[0][:4]
+    channels = ("actin", "mito", "nucleus")
+    memo, calls = {}, []
+    real = profile.measure_well
+    monkeypatch.setattr(profile, "measure_well", lambda *a: calls.append(1) or real(*a))
+    first = profile.measure(images, channels, memo=memo)
+    first.loc[0, profile.COUNT] = -1.0  # a caller's change does not reach the memo
+    again = profile.measure(images, channels, memo=memo)
+    assert len(calls) == 4 and again.loc[0, profile.COUNT] >= 0
+    pd.testing.assert_frame_equal(again, profile.measure(images, channels))
+    profile.measure(images[:2], channels, memo=memo)  # other images are measured
+    assert len(calls) == 4 + 2 + 4
+
+
+def test_measure_in_worker_processes_gives_the_same_table_to_the_last_bit():
+    images = _plate(20, seed=3)[0]
+    channels = ("actin", "mito", "nucleus")
+    moved = []
+    parallel = profile.measure(images, channels, progress=moved.append, workers=2)
+    pd.testing.assert_frame_equal(parallel, profile.measure(images, channels), check_exact=True)
+    assert sum(moved) == 20 and len(moved) == 3  # the bar moves by chunks of CHUNK wells

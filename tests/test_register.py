@@ -7,11 +7,6 @@ of each cytokine is known), the real evaluate, track and register stages, a real
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -21,6 +16,7 @@ import pandas as pd
 import pytest
 import tifffile
 import yaml
+from conftest import mlflow_served
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from typer.testing import CliRunner
@@ -363,12 +359,6 @@ def test_log_models_none_registers_nothing(wide_plate, tmp_path, store):
     assert MlflowClient(store).search_registered_models() == []
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.serve
 def test_a_served_champion_answers_a_curl_with_probabilities(wide_plate, tmp_path, store):
     """`mlflow models serve --env-manager local` on the registered champion; curl posts raw uint16 thumbnails
@@ -379,55 +369,20 @@ def test_a_served_champion_answers_a_curl_with_probabilities(wide_plate, tmp_pat
         [tifffile.imread(paths["data"] / "plate-1" / "images" / f"{w}.tif") for w in ("A01", "A02", "C08")]
     )
     expected = mlflow.pyfunc.load_model("models:/cytoops-IL-6@champion").predict(raw).p_responder
-    port = _free_port()
-    bin_dir = str(Path(sys.executable).parent)  # mlflow starts uvicorn from PATH: the venv's
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/cytoops-IL-6@champion",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 45
-        while True:
-            ping = subprocess.run(
-                ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/ping"],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
-            if ping.stdout == "200":
-                break
-            assert server.poll() is None, server.stdout.read()
-            assert time.monotonic() < deadline, "mlflow models serve did not answer /ping within 45 s"
-            time.sleep(0.5)
-        body = json.dumps({"inputs": raw.tolist()})
-        answer = subprocess.run(
-            ["curl", "-s", "-X", "POST", f"http://127.0.0.1:{port}/invocations",
-             "-H", "Content-Type: application/json", "-d", body],
-            capture_output=True, text=True, check=True, timeout=30,
-        )  # fmt: skip
-        predictions = json.loads(answer.stdout)["predictions"]
+    with mlflow_served("models:/cytoops-IL-6@champion", {"MLFLOW_TRACKING_URI": store}) as post:
+        status, answer = post(raw.tolist())
+        assert status == "200", answer
+        predictions = answer["predictions"]
         assert [sorted(p) for p in predictions] == [["p_responder"]] * 3
         got = [p["p_responder"] for p in predictions]
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
         assert all(0 <= g <= 1 for g in got)
         # a 1 x 1 pixel image: a 400 whose message says why (not MLflow's generic "unexpected error")
-        refused = subprocess.run(
-            ["curl", "-s", "-w", "\n%{http_code}", "-X", "POST", f"http://127.0.0.1:{port}/invocations",
-             "-H", "Content-Type: application/json", "-d", json.dumps({"inputs": [[[1]], [[2]], [[3]]]})],
-            capture_output=True, text=True, check=True, timeout=30,
-        )  # fmt: skip
-        body, status = refused.stdout.rsplit("\n", 1)
-        assert status == "400", refused.stdout
-        answer = json.loads(body)
+        status, answer = post([[[1]], [[2]], [[3]]])
+        assert status == "400", answer
         assert answer["error_code"] == "INVALID_PARAMETER_VALUE"
         assert "thumbnails are 1x1 px: a served model reads images of at least 16x16" in answer["message"]
         assert "unexpected error" not in answer["message"]
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 @pytest.mark.parametrize(

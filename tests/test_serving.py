@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from conftest import mlflow_served
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
 
@@ -291,12 +292,6 @@ def test_the_profile_stage_keeps_each_plates_normalization(plate, tmp_path):
 def test_mlflow_models_serve_answers_for_a_profile_model_and_explains_a_refusal(plate, tmp_path):
     """`mlflow models serve --env-manager local` on a saved profile model: raw uint16 thumbnails posted as
     JSON get P(responder) in [0, 1], the in-process answer; a 2 x 2 image gets a 400 that says why."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-
     w = plate["w"]
     profiled = profile.profile_plates(w.images, w.wells, w.channels)
     table = profiled.table
@@ -304,37 +299,7 @@ def test_mlflow_models_serve_answers_for_a_profile_model_and_explains_a_refusal(
     fitted = servable.Profile(model, profile.training_normalization(profiled.normalization))
     s = servable.build("profile", fitted, plate["recipe"], tmp_path / "art")
     mlflow.pyfunc.save_model(path=str(tmp_path / "model"), **s.log_kwargs())
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(tmp_path / "model"),
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-
-    def post(inputs) -> tuple[str, dict]:
-        done = subprocess.run(
-            ["curl", "-s", "-w", "\n%{http_code}", "-X", "POST", f"http://127.0.0.1:{port}/invocations",
-             "-H", "Content-Type: application/json", "-d", json.dumps({"inputs": inputs})],
-            capture_output=True, text=True, check=True, timeout=60,
-        )  # fmt: skip
-        body, status = done.stdout.rsplit("\n", 1)
-        return status, json.loads(body)
-
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            ping = subprocess.run(
-                ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/ping"],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
-            if ping.stdout == "200":
-                break
-            assert server.poll() is None, server.stdout.read()
-            assert time.monotonic() < deadline, "mlflow models serve did not answer /ping within 60 s"
-            time.sleep(0.5)
+    with mlflow_served(str(tmp_path / "model")) as post:
         status, answer = post(plate["raw"][:4].tolist())
         assert status == "200", answer
         got = [p["p_responder"] for p in answer["predictions"]]
@@ -343,12 +308,6 @@ def test_mlflow_models_serve_answers_for_a_profile_model_and_explains_a_refusal(
         status, answer = post(np.ones((1, 3, 2, 2), int).tolist())
         assert status == "400" and answer["error_code"] == "INVALID_PARAMETER_VALUE"
         assert "thumbnails are 2x2 px: a served model reads images of at least 16x16" in answer["message"]
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 def test_a_linear_model_is_plain_numbers_that_answer_as_scikit_learn():
