@@ -20,7 +20,7 @@ The package, top-down (each module's opening docstring says what it owns):
 - MLflow: `store` (where the tracking store is, connecting, retries, dead runs) and `registry` (the model
   registry's read side: names, aliases, a cytokine's champion; `cytoops best-model`).
 - shared pieces: `params` (params.yaml and the table of architectures), `models` (the architectures,
-  built by name), `demo` (the simulated demo plate).
+  built by name), `machine` (CPU cores, a GPU: how many workers), `demo` (the simulated demo plate).
 """
 
 __version__ = "0.1.0"

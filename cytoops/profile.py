@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 import typer
 
-from cytoops import linear, schedule
+from cytoops import linear, machine
 from cytoops.linear import Linear
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def measure(
     if key is not None and key in memo:
         return memo[key].copy()
     chunks = [images[i : i + CHUNK] for i in range(0, len(images), CHUNK)]
-    n = min(schedule.cores() if workers == 0 else workers, len(chunks))
+    n = min(machine.cores() if workers == 0 else workers, len(chunks))
     if n <= 1:
         rows = _gather((_measure_chunk(chunk, channels) for chunk in chunks), progress)
     else:  # spawned, not forked: the caller may hold TensorFlow's threads

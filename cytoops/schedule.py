@@ -7,10 +7,9 @@ the tasks run interleaved across architectures (`interleave`), so that its estim
 from __future__ import annotations
 
 import itertools
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cytoops import machine
 from cytoops.params import TrainParams
 
 if TYPE_CHECKING:
@@ -18,23 +17,10 @@ if TYPE_CHECKING:
 
 
 def n_workers(params: TrainParams) -> int:
-    """train.workers, where 0 means one per CPU core, or 1 on a machine with an NVIDIA GPU.
-
-    Decided without importing TensorFlow here: the parent process only coordinates, and TensorFlow alone
-    would cost it about 750 MB.
-    """
+    """train.workers, where 0 means one per CPU core, or 1 on a machine with an NVIDIA GPU (`machine`)."""
     if params.workers > 0:
         return params.workers
-    has_gpu = any(Path("/dev").glob("nvidia[0-9]*")) and os.environ.get("CUDA_VISIBLE_DEVICES", "0") not in (
-        "",
-        "-1",
-    )
-    return 1 if has_gpu else cores()
-
-
-def cores() -> int:
-    """The CPU cores this process may run on."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return 1 if machine.has_nvidia_gpu() else machine.cores()
 
 
 # relative time of one fit per well, by architecture (benchmarks/results.json: ~0.9 s wide, ~2 s deep, ~0.1 s

@@ -175,7 +175,7 @@ def _register(s, cytokine: str, tags: dict) -> str:
 def test_predict_measures_a_plate_once_for_all_its_profile_champions(
     wide_plate, tmp_path, store, monkeypatch
 ):
-    from cytoops import profile, schedule
+    from cytoops import machine, profile
 
     data = wide_plate(treatments=12, replicates=3, embeddings=False)
     other = _move(
@@ -188,7 +188,7 @@ def test_predict_measures_a_plate_once_for_all_its_profile_champions(
     measured = []
     real = profile.measure_well
     monkeypatch.setattr(profile, "measure_well", lambda *a: measured.append(1) or real(*a))
-    monkeypatch.setattr(schedule, "cores", lambda: 1)  # measured here, not in worker processes: counted
+    monkeypatch.setattr(machine, "cores", lambda: 1)  # measured here, not in worker processes: counted
     out = tmp_path / "p.csv"
     result = CliRunner().invoke(app, ["predict", str(other), "--out", str(out), "--no-record"])
     assert result.exit_code == 0, result.output
