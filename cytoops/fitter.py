@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cytoops.params import TrainParams
+from cytoops.params import CNN_KINDS, TrainParams
 
 
 def initial_weights(model, rng: np.random.Generator) -> list[np.ndarray]:
@@ -55,7 +55,7 @@ class Fitter:
 
         spec = models.get(architecture)
         mp = models.ModelParams(learning_rate=self.params.learning_rate, dtype_policy=self.params.precision)
-        if spec.kind == "cnn":
+        if spec.kind in CNN_KINDS:
             return spec.build(input_shape, mp)
         return models.build_head(architecture, input_shape[0], mp)
 
@@ -84,23 +84,29 @@ class Fitter:
         def apply(grads):  # Adam's update fused by XLA: one pass over each weight instead of ~11 kernels
             optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
 
-        @tf.function(input_signature=[x_spec, y_spec, tf.TensorSpec([None], tf.int32)])
-        def train_epoch(x, y, order):
+        def epoch(x, y, order, w=None):
             """One pass over (x, y) in the mini-batches `order` makes, in one graph: each batch's mean loss
-            and the outputs of every row, in the order's order (no step returns to Python)."""
+            (weighted by the rows' `w` when given) and the outputs of every row, in the order's order (no
+            step returns to Python)."""
             n = tf.size(order)
             steps = (n + batch_size - 1) // batch_size
             losses = tf.TensorArray(tf.float32, size=steps)
             outs = tf.TensorArray(tf.float32, size=steps, infer_shape=False)
             for i in tf.range(steps):
                 batch = order[i * batch_size : tf.minimum(n, (i + 1) * batch_size)]
+                weights = {} if w is None else {"sample_weight": tf.gather(w, batch)}
                 with tf.GradientTape() as tape:
                     out = model(tf.gather(x, batch), training=True)
-                    loss = loss_fn(tf.gather(y, batch), out)
+                    loss = loss_fn(tf.gather(y, batch), out, **weights)
                 apply(tape.gradient(loss, model.trainable_variables))
                 losses = losses.write(i, loss)
                 outs = outs.write(i, tf.cast(out, tf.float32))
             return losses.stack(), outs.concat()
+
+        order_spec, w_spec = tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.float32)
+        train_epoch = tf.function(epoch, input_signature=[x_spec, y_spec, order_spec])
+        # the class-weighted epoch (`fit(class_weight=True)`), traced on first use only
+        weighted_epoch = tf.function(epoch, input_signature=[x_spec, y_spec, order_spec, w_spec])
 
         @tf.function(input_signature=[x_spec])
         def forward(x):
@@ -113,6 +119,7 @@ class Fitter:
             "loss_fn": loss_fn,
             "two_logits": two_logits,
             "train_epoch": train_epoch,
+            "weighted_epoch": weighted_epoch,
             "forward": forward,
         }
         self._slots[key] = slot
@@ -134,9 +141,23 @@ class Fitter:
             return 1.0 / (1.0 + np.exp(out[:, 0] - out[:, 1]))
         return out[:, 0]
 
-    def fit(self, architecture: str, x, y, x_val, y_val, seed: int, epochs: int | None = None):
+    def fit(
+        self,
+        architecture: str,
+        x,
+        y,
+        x_val,
+        y_val,
+        seed: int,
+        epochs: int | None = None,
+        class_weight: bool = False,
+    ):
         """Train from fresh seeded weights with early stopping on (x_val, y_val), for at most `epochs`
         (default: the params' epochs).
+
+        With `class_weight`, each row's loss is weighted by n / (2 n_class) of the training rows' classes
+        (`class_weights`), in training and in the validation loss that early stopping watches; without it
+        (the study's protocol) the loop is unchanged.
 
         With no validation set (x_val None: a champion's refit on all its wells, whose epoch count the folds
         chose) it trains for exactly `epochs` epochs and keeps the last weights: the same seeds, initial
@@ -156,17 +177,20 @@ class Fitter:
         x = tf.constant(np.asarray(x, dtype=np.float32))  # once per fit: every epoch gathers its batches
         y_fit = tf.constant(self._targets(slot, y))
         y_check = self._targets(slot, y_val) if validate else None
+        weigh = class_weights(y) if class_weight else None
+        w_fit = tf.constant(weigh(y)) if weigh else None
+        w_val = {"sample_weight": weigh(y_val)} if weigh and validate else {}
         history: dict[str, list[float]] = {"loss": [], "val_loss": [], "accuracy": [], "val_accuracy": []}
         best_loss, best_epoch, best_weights, wait = np.inf, 0, None, 0
         for epoch in range(p.epochs if epochs is None else epochs):
-            loss, accuracy = self._epoch(slot, x, y, y_fit, rng)
+            loss, accuracy = self._epoch(slot, x, y, y_fit, rng, w_fit)
             history["loss"].append(loss)  # as Keras reports it: the mean over the epoch's batches
             history["accuracy"].append(accuracy)
             if not validate:
                 best_epoch = epoch
                 continue
             val_out = self._outputs(slot, x_val)
-            val_loss = float(slot["loss_fn"](y_check, val_out))
+            val_loss = float(slot["loss_fn"](y_check, val_out, **w_val))
             history["val_loss"].append(val_loss)
             history["val_accuracy"].append(self._accuracy(slot, val_out, y_val))
             if val_loss < best_loss:
@@ -179,11 +203,15 @@ class Fitter:
             model.set_weights(best_weights)
         return model, history, best_epoch + 1
 
-    def _epoch(self, slot: dict, x, y, y_fit, rng: np.random.Generator) -> tuple[float, float]:
-        """One pass over (x, y) in shuffled mini-batches: (mean loss, accuracy) as Keras reports them."""
+    def _epoch(self, slot: dict, x, y, y_fit, rng: np.random.Generator, w=None) -> tuple[float, float]:
+        """One pass over (x, y) in shuffled mini-batches: (mean loss, accuracy) as Keras reports them; with
+        row weights `w`, the class-weighted epoch."""
         n, size = len(y), self.params.batch_size
-        order = rng.permutation(n)
-        losses, outs = (t.numpy() for t in slot["train_epoch"](x, y_fit, order.astype(np.int32)))
+        order = rng.permutation(n).astype(np.int32)
+        run = (
+            slot["train_epoch"](x, y_fit, order) if w is None else slot["weighted_epoch"](x, y_fit, order, w)
+        )
+        losses, outs = (t.numpy() for t in run)
         loss_sum, correct = 0.0, 0.0
         for step, i in enumerate(range(0, n, size)):
             batch = order[i : i + size]
@@ -198,3 +226,15 @@ class Fitter:
         """P(responder) for each row of x, from the model `fit` just returned."""
         slot = next(s for s in self._slots.values() if s["model"] is model)
         return self._probability(slot, self._outputs(slot, x))
+
+
+def class_weights(y: np.ndarray):
+    """Row weights from the classes of `y` (1 responder, 0 not): a function of labels giving each row
+    n / (2 n_class) of `y`'s, so that each class weighs half (`multitask.class_weights`, one column).
+    ValueError when `y` holds one class."""
+    from cytoops.multitask import class_weights as per_column
+
+    w_pos, w_neg = (float(w[0]) for w in per_column(np.asarray(y, dtype=float).reshape(-1, 1)))
+    if not w_pos:  # per_column gives 0 to a column of one class
+        raise ValueError(f"class weighting needs both classes in the training rows; got only {set(y)}")
+    return lambda labels: np.where(np.asarray(labels) == 1, w_pos, w_neg).astype(np.float32)

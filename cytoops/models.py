@@ -1,4 +1,5 @@
-"""The study's five architectures and our multitask CNN, built by functions and registered by name.
+"""The study's five architectures and ours (multitask CNN; cnn_all, the Wider CNN on every labelled well),
+built by functions and registered by name.
 
 CNNs take the raw thumbnail (channels chosen by `train.cnn_channels`; the study used one).
 ViT models sit on a frozen vit-keras ViT-B/32 at image size 64 and always see three channels:
@@ -18,7 +19,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from cytoops.params import ARCHITECTURES
+from cytoops.params import ARCHITECTURES, CNN_KINDS
 
 VIT_FEATURES = 768  # ViT-B hidden size: the CLS token the heads read
 
@@ -43,7 +44,7 @@ class ModelSpec:
 
     @property
     def kind(self) -> str:
-        """cnn, vit or multitask: from the one architecture table, params.ARCHITECTURES."""
+        """cnn, vit, multitask or cnn_all: from the one architecture table, params.ARCHITECTURES."""
         return ARCHITECTURES[self.name]
 
 
@@ -209,6 +210,7 @@ REGISTRY: dict[str, ModelSpec] = {
     "vit_240k": ModelSpec("vit_240k", "Fine-Tuned ViT", _build_vit("vit_240k"), REGISTRY_HEADS["vit_240k"]),
     "vit_500k": ModelSpec("vit_500k", "ViT 500k", _build_vit("vit_500k"), REGISTRY_HEADS["vit_500k"]),
     "multitask_cnn": ModelSpec("multitask_cnn", "(ours) multitask CNN", build_multitask_cnn),
+    "cnn_all": ModelSpec("cnn_all", "(ours) Wider CNN, all wells", build_wide_cnn),  # the network, reused
 }
 
 
@@ -225,6 +227,6 @@ def trainable_params(model: keras.Model) -> int:
 def count_trainable(name: str, channels: int = 1, image_size: int = 64) -> int:
     """Trainable parameters of an architecture, without building the 87M-parameter backbone for ViTs."""
     spec = get(name)
-    if spec.kind in ("cnn", "multitask"):
+    if spec.kind in (*CNN_KINDS, "multitask"):
         return trainable_params(spec.build((image_size, image_size, channels), ModelParams()))
     return trainable_params(build_head(name, VIT_FEATURES, ModelParams()))

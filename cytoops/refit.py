@@ -3,8 +3,9 @@
 Cross-validation keeps no model (each fold's saw part of the wells), so the registry's models are refit with
 the recipe that cross-validated them: the study's CNNs and ViT heads on the cytokine's class-balanced wells
 under their augmentation's views, for the epoch count their folds chose (the median best epoch, rounded up),
-by the same loop (`fitter.Fitter`, no held-out data); the profile model and cell count on every labelled well
-(class-weighted, as in cross-validation); the multitask CNN on every labelled well of every kept cytokine.
+by the same loop (`fitter.Fitter`, no held-out data); cnn_all the same way on every labelled well,
+class-weighted; the profile model and cell count on every labelled well (class-weighted, as in
+cross-validation); the multitask CNN on every labelled well of every kept cytokine.
 
 Pure core: values in (`dataset.Inputs`, wrangle's scaling, the profile's normalization), a `Refit` out,
 holding the fitted state `servable.build` serves. No MLflow here (`register` logs and registers).
@@ -20,7 +21,7 @@ import pandas as pd
 
 from cytoops import augment, cvresult, dataset, serving
 from cytoops.fitter import Fitter
-from cytoops.params import Params, architecture_kind
+from cytoops.params import CNN_KINDS, Params, architecture_kind
 
 CELL_COUNT = "cell_count"  # the one image read-out among the verdict's baselines (verdict.baselines)
 NO_AUGMENTATION = "none"
@@ -51,9 +52,13 @@ def refit_seed(architecture: str, augmentation: str, cytokine: str, base: int) -
     return cvresult.Unit(architecture, augmentation, cytokine, -1, -1).seed(base)
 
 
-def training_set(inputs: dataset.Inputs, source: np.ndarray, cytokine: str, augmentation: str):
-    """All balanced wells of a cytokine under its augmentation's views: (x, y, n_wells)."""
-    rows = inputs.labels[(inputs.labels.cytokine == cytokine) & inputs.labels.balanced]
+def training_set(
+    inputs: dataset.Inputs, source: np.ndarray, cytokine: str, augmentation: str, balanced: bool = True
+):
+    """All balanced wells of a cytokine (every labelled one if not `balanced`) under its augmentation's
+    views: (x, y, n_wells)."""
+    rows = inputs.labels[inputs.labels.cytokine == cytokine]
+    rows = rows[rows.balanced] if balanced else rows
     wells = rows.well_index.to_numpy().astype(int)
     x, y = augment.labelled_views(
         source, inputs.bank.views, augmentation, wells, rows.label.to_numpy().astype(int)
@@ -102,7 +107,7 @@ class Refitter:
         if family == CELL_COUNT:
             return self._cell_count(cytokine)
         kind = architecture_kind(family)
-        if kind in ("cnn", "vit"):
+        if kind in (*CNN_KINDS, "vit"):
             return self._study(family, kind, augmentation, cytokine)
         if kind == "profile":
             return self._profile(cytokine)
@@ -113,18 +118,20 @@ class Refitter:
     def _study(self, family: str, kind: str, augmentation: str, cytokine: str) -> Refit:
         from cytoops import servable
 
-        if kind == "cnn":
+        if kind in CNN_KINDS:
             source, channels = self.cnn_bank(), self.p.train.cnn_channels
         else:
             vit = self.inputs.vit
             if vit is None or vit.views != self.inputs.bank.views:
                 raise ValueError(f"{family} needs the ViT features of these views: pass --features")
             source, channels = vit.values, self.inputs.channels
-        x, y, n_wells = training_set(self.inputs, source, cytokine, augmentation)
+        every = kind == "cnn_all"  # every labelled well, class-weighted, as cross-validation fitted it
+        x, y, n_wells = training_set(self.inputs, source, cytokine, augmentation, balanced=not every)
         epochs = self.epochs(family, augmentation, cytokine)
         seed = refit_seed(family, augmentation, cytokine, self.p.train.seed)
-        model, _, _ = self.fitter.fit(family, x, y, None, None, seed, epochs=epochs)
-        fitted = model if kind == "cnn" else servable.Vit(model, self.vit_backbone())
+        weighting = {"class_weight": True} if every else {}
+        model, _, _ = self.fitter.fit(family, x, y, None, None, seed, epochs=epochs, **weighting)
+        fitted = model if kind in CNN_KINDS else servable.Vit(model, self.vit_backbone())
         return Refit(family, augmentation, cytokine, fitted, self.recipe(channels), n_wells, len(x), epochs)
 
     def vit_backbone(self) -> dict:

@@ -4,9 +4,9 @@ Per kept cytokine, versions of `cytoops-<slug>`:
 - its best CNN (wide_cnn or deep_cnn, any augmentation, by mean CV F1): alias `best-cnn`, moved (by default)
   only to a version whose CV F1 is at least the current one's on the same data version (`tracking.promote`);
 - where the verdict called the cytokine predictable, the predictor that earned the call (predictable.csv's
-  `best_predictor`, of any image family: a study CNN or ViT, the profile model, the multitask CNN, cell
-  count): alias `champion` (the best CNN's own version when that is the best predictor). A `champion` left on
-  a cytokine the verdict no longer calls predictable is removed, and the command says so.
+  `best_predictor`, of any image family: a study CNN or ViT, the profile model, the multitask or all-wells
+  CNN, cell count): alias `champion` (the best CNN's own version when that is the best predictor). A
+  `champion` left on a cytokine the verdict no longer calls predictable is removed, and the command says so.
 
 Each model is refit by `refit` with the recipe that cross-validated it, and logged as a pyfunc that answers
 P(responder) for raw thumbnails (`servable`) in the nested run of its (architecture, augmentation) (cell
@@ -31,7 +31,7 @@ import pandas as pd
 import typer
 
 from cytoops import cvresult, dataset, registry, tables, tracking, wrangle
-from cytoops.params import ARCHITECTURES, Params
+from cytoops.params import ARCHITECTURES, CNN_KINDS, Params
 from cytoops.params import load as load_params
 from cytoops.plate import slugify
 from cytoops.refit import CELL_COUNT, Refit, Refitter, epochs_for
@@ -149,7 +149,7 @@ def load_evidence(
     from cytoops import profile
 
     table = read_verdict(verdict)
-    have = {"cnn", "multitask"}
+    have = {*CNN_KINDS, "multitask"}  # what needs no file beyond the view bank
     vit = vit_features if vit_features is not None and Path(vit_features).exists() else None
     prof = profile_table if profile_table is not None and Path(profile_table).exists() else None
     have |= {"vit"} if vit is not None else set()

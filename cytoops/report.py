@@ -26,6 +26,7 @@ FAMILY_MARKERS = {
     "study ViT": "D",
     "profile": "o",
     "multitask CNN": "P",
+    "all-wells CNN": "X",
     "cell count": "v",
 }
 CAUSE_COLORS = {

@@ -24,8 +24,9 @@ def n_workers(params: TrainParams) -> int:
 
 
 # relative time of one fit per well, by architecture (benchmarks/results.json: ~0.9 s wide, ~2 s deep, ~0.1 s
-# a ViT head per fit on the demo plate); a task's cost also grows with its wells
-FIT_COST = {"deep_cnn": 2.0, "wide_cnn": 1.0}
+# a ViT head per fit on the demo plate); a task's cost also grows with its wells. cnn_all: one fit per fold,
+# but on ~6x the wells under the richest augmentation: a task 2-4x a wide_cnn one (benchmarks/cnn_all.json)
+FIT_COST = {"deep_cnn": 2.0, "wide_cnn": 1.0, "cnn_all": 3.0}
 HEAD_COST = 0.1
 
 

@@ -8,7 +8,7 @@ artifact in plain formats (a Keras file, JSON), never a pickle of its own.
 
 | family | what is served | its fitted state (`build`'s `fitted`) |
 | --- | --- | --- |
-| wide_cnn, deep_cnn | the Keras CNN (two logits) | the Keras model |
+| wide_cnn, deep_cnn, cnn_all | the Keras CNN (two logits) | the Keras model |
 | multitask_cnn | the Keras CNN, sigmoid of the champion cytokine's logit | `Multitask(model, cytokines)` |
 | vit_linear, vit_240k, vit_500k | the frozen ViT-B/32 and the trained head | `Vit(head, backbone)` |
 | profile | segmentation, cp-measure, normalization, the L1 model | `Profile(model, normalization)` |
@@ -33,16 +33,11 @@ import pandas as pd
 
 from cytoops import profile, serving
 from cytoops.linear import Linear
+from cytoops.params import ARCHITECTURES, CNN_KINDS
 from cytoops.serving import Recipe, ServedModel
 
-FAMILIES: dict[str, str] = {  # servable family -> kind
-    "wide_cnn": "cnn",
-    "deep_cnn": "cnn",
-    "multitask_cnn": "multitask",
-    "vit_linear": "vit",
-    "vit_240k": "vit",
-    "vit_500k": "vit",
-    "profile": "profile",
+FAMILIES: dict[str, str] = {  # servable family -> how it is served: every architecture, by its kind
+    **{name: "cnn" if kind in CNN_KINDS else kind for name, kind in ARCHITECTURES.items()},
     "cell_count": "cell_count",
 }
 NOT_SERVABLE: dict[str, str] = {

@@ -15,6 +15,8 @@ MODEL = ["architecture", "augmentation"]  # one trained model: an architecture u
 FOLD = ["cytokine", "repeat", "fold"]  # one held-out fold of one cytokine
 UNIT = [*MODEL, "cytokine", "repeat", "fold"]  # one fit: a model on one fold of one cytokine
 CURVES = [*UNIT, "epoch", "loss", "val_loss", "accuracy", "val_accuracy"]
+# one fit: its training wells and images, validation and test wells, best and last epoch, time
+FITS = [*UNIT, "n_train", "n_train_images", "n_val", "n_test", "best_epoch", "epochs_run", "seconds"]
 PREDICTIONS = [*UNIT, "well_index", "plate", "well", "label", "balanced", "prob"]
 LABELS = ["cytokine", "slug", "well_index", "value", "label", "balanced"]  # each measured well, binarized
 FOLDS = ["cytokine", "repeat", "well_index", "fold", "balanced"]  # the fold of every labelled well

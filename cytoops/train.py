@@ -34,7 +34,7 @@ from cytoops import augment, backends, tables
 from cytoops.cvresult import Result, Unit, check_trained, save
 from cytoops.dataset import Inputs, cnn_view_bank, load_inputs, model_input, wide_labels
 from cytoops.fitter import Fitter
-from cytoops.params import TrainParams, architecture_kind
+from cytoops.params import CNN_KINDS, TrainParams, architecture_kind
 from cytoops.params import load as load_params
 from cytoops.schedule import interleave, n_workers, task_cost
 from cytoops.taskcache import TaskCache
@@ -247,10 +247,11 @@ def run_task(
 ) -> dict[str, list]:
     """Fit and score every fold x augmentation of a task; a failing unit is recorded and the rest go on.
 
-    The study's architectures train on the training fold's class-balanced wells (its protocol) and the
-    profile model on all the training fold's labelled wells (class-weighted); every model predicts every
-    labelled well of the test fold, so all are scored on the same wells (`balanced` marks the study's test
-    set). `sources` caches, per process, the (views, wells, ...) arrays models read (made once, not per task).
+    The study's architectures train on the training fold's class-balanced wells (its protocol) under each
+    augmentation; the profile model and cnn_all on all the training fold's labelled wells (class-weighted),
+    cnn_all under the richest augmentation (`fold_split`); every model predicts every labelled well of the
+    test fold, so all are scored on the same wells (`balanced` marks the study's test set). `sources` caches,
+    per process, the (views, wells, ...) arrays models read (made once, not per task).
     """
     kind = architecture_kind(task.architecture)
     if kind == "multitask":
@@ -258,30 +259,35 @@ def run_task(
     if kind == "profile":
         return run_profile(task, inputs, params)
     out: dict[str, list] = {"predictions": [], "curves": [], "fits": [], "failures": []}
-    if kind not in sources:
-        sources[kind] = (
+    read = "cnn" if kind in CNN_KINDS else kind  # every CNN reads the same view bank
+    if read not in sources:
+        sources[read] = (
             cnn_view_bank(inputs, params.cnn_channels)
-            if kind == "cnn"
+            if read == "cnn"
             else model_input(inputs, task.architecture)
         )
-    source = sources[kind]
+    source = sources[read]
     wells = task.wells
+    all_wells = kind == "cnn_all"  # class-weighted, one augmentation (its wells: fold_split)
+    strategies, weighting = (
+        ((richest(inputs.strategies),), {"class_weight": True}) if all_wells else (inputs.strategies, {})
+    )
     for fold in range(params.folds):
         try:
             split = fold_split(task, fold, params)
         except ValueError as err:  # e.g. a training fold of one treatment: no grouped validation split
-            for strategy in inputs.strategies:
+            for strategy in strategies:
                 unit = Unit(task.architecture, strategy, task.cytokine, task.repeat, fold)
                 out["failures"].append({**unit.__dict__, "error": f"validation split: {err}"})
             continue
         fit, val, test = split
-        for strategy in inputs.strategies:
+        for strategy in strategies:
             unit = Unit(task.architecture, strategy, task.cytokine, task.repeat, fold)
             t0 = time.perf_counter()
             try:
                 a = unit_arrays(task, split, source, inputs.bank.views, strategy)
                 model, history, best_epoch = fitter.fit(
-                    task.architecture, a.x_fit, a.y_fit, a.x_val, a.y_val, unit.seed(params.seed)
+                    task.architecture, a.x_fit, a.y_fit, a.x_val, a.y_val, unit.seed(params.seed), **weighting
                 )
                 prob = fitter.probability(model, a.x_test)
             except Exception as err:  # noqa: BLE001 - recorded per unit, the grid goes on
@@ -302,10 +308,14 @@ def run_task(
 
 def fold_split(task: Task, fold: int, params: TrainParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A fold's (fit, validation, test) wells, as positions in the task's wells: the study's architectures fit
-    on the training fold's class-balanced wells less a grouped validation split carved from them, and are
-    tested on every labelled well of the test fold. ValueError when no validation split can be made."""
+    on the training fold's class-balanced wells (cnn_all on all its labelled wells) less a grouped validation
+    split carved from them, and are tested on every labelled well of the test fold. ValueError when no
+    validation split can be made."""
     test = np.flatnonzero(task.folds == fold)
-    train = np.flatnonzero((task.folds != fold) & task.balanced)
+    pool = task.folds != fold
+    train = np.flatnonzero(
+        pool if architecture_kind(task.architecture) == "cnn_all" else pool & task.balanced
+    )
     seed = params.seed + 1000 * task.repeat + fold
     val = split_validation(task.labels[train], task.groups[train], params.val_fraction, seed)
     return train[~val], train[val], test
@@ -505,19 +515,9 @@ def cross_validate(
     return Result(
         predictions=frame(gathered["predictions"], tables.PREDICTIONS),
         curves=frame(gathered["curves"], tables.CURVES),
-        fits=pd.DataFrame(
-            gathered["fits"],
-            columns=[
-                *tables.UNIT,
-                "n_train",
-                "n_train_images",
-                "n_val",
-                "n_test",
-                "best_epoch",
-                "epochs_run",
-                "seconds",
-            ],
-        ).sort_values(tables.UNIT, kind="stable", ignore_index=True),
+        fits=pd.DataFrame(gathered["fits"], columns=tables.FITS).sort_values(
+            tables.UNIT, kind="stable", ignore_index=True
+        ),
         failures=pd.DataFrame(failures, columns=[*tables.UNIT, "error"]),
         folds=folds,
     )

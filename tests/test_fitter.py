@@ -1,6 +1,6 @@
-"""fitter: the one training loop's initial weights are Keras' draw, seeded, and its epochs (a graph each) are
-a plain per-batch Keras loop's (the loop is also tested through train's grid in test_train, as the refit in
-test_register)."""
+"""fitter: the one training loop's initial weights are Keras' draw, seeded; its epochs (a graph each) are
+a plain per-batch Keras loop's; its optional class weighting (the loop is also tested through train's grid
+in test_train, as the refit in test_register)."""
 
 import numpy as np
 import pytest
@@ -94,3 +94,66 @@ def test_a_fit_is_the_plain_per_batch_loop():
     np.testing.assert_allclose(history["loss"], losses, rtol=1e-5)
     np.testing.assert_allclose(history["val_loss"], val_losses, rtol=1e-5)
     np.testing.assert_allclose(prob, ref_prob, atol=1e-5)
+
+
+def test_class_weights_give_each_class_half_of_the_weight():
+    from cytoops.fitter import class_weights
+
+    y = np.array([1, 0, 0, 0, 0])
+    w = class_weights(y)(y)
+    np.testing.assert_allclose(w, [5 / 2, 5 / 8, 5 / 8, 5 / 8, 5 / 8])  # n / (2 n_class)
+    assert w[y == 1].sum() == pytest.approx(w[y == 0].sum())
+    np.testing.assert_allclose(class_weights(y)(np.array([0, 1])), [5 / 8, 5 / 2])  # validation rows
+    with pytest.raises(ValueError, match="class weighting needs both classes in the training rows"):
+        class_weights(np.zeros(4, int))
+
+
+def _rows(n_pos: int, n: int = 24):
+    rng = np.random.default_rng(0)
+    y = (np.arange(n) < n_pos).astype(int)
+    x = rng.random((n, 16, 16, 3)).astype(np.float32)
+    x[y == 1, ..., 0] += 0.3
+    return x, y
+
+
+def test_class_weighting_reweights_the_loss_and_leaves_the_default_loop_untouched():
+    from cytoops.fitter import Fitter
+    from cytoops.params import TrainParams
+
+    fitter = Fitter(TrainParams(epochs=4, batch_size=8, patience=10, learning_rate=0.003))
+
+    def probability(x, y, **kw):
+        model, history, _ = fitter.fit("wide_cnn", x, y, x[:8], y[:8], seed=3, **kw)
+        return fitter.probability(model, x), history
+
+    x, y = _rows(n_pos=4)  # 4 responders of 24
+    plain, _ = probability(x, y)
+    weighted, history = probability(x, y, class_weight=True)
+    again, _ = probability(x, y)  # the weighted step compiled beside the default changes nothing of it
+    np.testing.assert_array_equal(plain, again)
+    fresh = Fitter(fitter.params)
+    model, _, _ = fresh.fit("wide_cnn", x, y, x[:8], y[:8], seed=3)
+    np.testing.assert_array_equal(plain, fresh.probability(model, x))
+    assert not np.allclose(weighted, plain) and len(history["val_loss"]) == 4
+    x, y = _rows(n_pos=12)  # balanced rows: every weight is 1, the same fit as without weighting
+    np.testing.assert_allclose(probability(x, y, class_weight=True)[0], probability(x, y)[0], atol=1e-6)
+
+
+def test_the_weighted_loss_is_the_class_weighted_cross_entropy_in_training_and_validation():
+    from cytoops.fitter import Fitter
+    from cytoops.params import TrainParams
+
+    # a learning rate too small to move the weights: each loss is that of the initial model, known
+    fitter = Fitter(TrainParams(epochs=1, batch_size=8, learning_rate=1e-12))
+    x, y = _rows(n_pos=4)
+    val = np.r_[0:2, 10:16]  # 2 responders, 6 not
+    losses = {}
+    for weighted in (False, True):
+        model, history, _ = fitter.fit("wide_cnn", x, y, x[val], y[val], seed=3, class_weight=weighted)
+        p = fitter.probability(model, x).astype(float)
+        nll = -np.log(np.where(y == 1, p, 1 - p))
+        w = np.where(y == 1, 24 / (2 * 4), 24 / (2 * 20)) if weighted else np.ones(24)
+        assert history["loss"][0] == pytest.approx(np.mean(w * nll), rel=1e-4)
+        assert history["val_loss"][0] == pytest.approx(np.mean(w[val] * nll[val]), rel=1e-4)
+        losses[weighted] = history["loss"][0]
+    assert losses[True] != pytest.approx(losses[False], rel=1e-3)

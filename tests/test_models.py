@@ -29,7 +29,8 @@ def test_trainable_parameters_at_one_channel_are_the_studys(name, count):
 
 def test_the_registry_is_the_five_study_models():
     assert list(models.REGISTRY)[:5] == list(STUDY_COUNTS)
-    assert [s.kind for s in models.REGISTRY.values()] == ["cnn", "cnn", "vit", "vit", "vit", "multitask"]
+    kinds = [s.kind for s in models.REGISTRY.values()]
+    assert kinds == ["cnn", "cnn", "vit", "vit", "vit", "multitask", "cnn_all"]
 
 
 def test_three_channel_cnns_add_only_the_first_convolutions_weights():
@@ -138,9 +139,10 @@ def test_cli_models_json_lists_the_five_with_their_counts():
     result = CliRunner().invoke(cli.app, ["models", "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert [r["name"] for r in rows] == [*STUDY_COUNTS, "multitask_cnn"]  # the study's five, then ours
+    assert [r["name"] for r in rows] == [*STUDY_COUNTS, "multitask_cnn", "cnn_all"]  # the study's, then ours
     assert {r["name"]: r["trainable_params_1ch"] for r in rows[:5]} == STUDY_COUNTS
     assert {r["name"]: r["kind"] for r in rows}["vit_500k"] == "vit"
     by_name = {r["name"]: r for r in rows}
     assert by_name["wide_cnn"]["trainable_params_3ch"] == STUDY_COUNTS["wide_cnn"] + 576
+    assert by_name["cnn_all"]["trainable_params_3ch"] == by_name["wide_cnn"]["trainable_params_3ch"]
     assert by_name["vit_240k"]["trainable_params_3ch"] == STUDY_COUNTS["vit_240k"]

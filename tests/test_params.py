@@ -157,8 +157,15 @@ def test_architectures_are_the_model_registry():
     # one table of architectures: every Keras-built one is in models.REGISTRY with the same kind
     keras_built = {n: k for n, k in params.ARCHITECTURES.items() if k != "profile"}
     assert {n: s.kind for n, s in models.REGISTRY.items()} == keras_built
-    assert params.TrainParams().architectures == tuple(params.ARCHITECTURES)
+    assert params.TrainParams().architectures == tuple(a for a in params.ARCHITECTURES if a != "cnn_all")
     assert params.STUDY_ARCHITECTURES == tuple(params.ARCHITECTURES)[:5]
+
+
+def test_cnn_all_is_in_the_table_but_not_in_the_default_grid():
+    assert params.architecture_kind("cnn_all") == "cnn_all" and params.OPT_IN == ("cnn_all",)
+    assert "cnn_all" not in params.TrainParams().architectures
+    chosen = params.load(None, ["train.architectures=[wide_cnn,cnn_all,profile]"]).train.architectures
+    assert chosen == ("wide_cnn", "cnn_all", "profile")
 
 
 def test_a_non_number_for_a_number_param_is_a_value_error():

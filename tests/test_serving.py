@@ -252,9 +252,10 @@ def test_a_vit_is_served_with_its_backbone_rebuilt(plate, tmp_path):
 
 def test_a_family_that_cannot_be_served_says_why(plate, tmp_path):
     assert servable.servable_families() == (
-        "wide_cnn", "deep_cnn", "multitask_cnn", "vit_linear", "vit_240k", "vit_500k", "profile",
+        "wide_cnn", "deep_cnn", "vit_linear", "vit_240k", "vit_500k", "profile", "multitask_cnn", "cnn_all",
         "cell_count",
     )  # fmt: skip
+    assert servable.kind_of("cnn_all") == servable.kind_of("wide_cnn") == "cnn"  # served as a CNN
     with pytest.raises(ValueError, match=r"^prevalence cannot be served: it reads no image"):
         servable.build("prevalence", None, plate["recipe"], tmp_path)
     with pytest.raises(ValueError, match=r"^position cannot be served: it reads the well's row and column"):

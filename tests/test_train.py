@@ -112,6 +112,7 @@ class Recorder:
                 {
                     "architecture": a["architecture"],
                     "seed": a["seed"],
+                    "class_weight": a.get("class_weight", False),
                     **{k: np.array(a[k]) for k in ("x", "y", "x_val", "y_val")},
                 }
             )

@@ -392,6 +392,20 @@ def test_decide_calls_only_significant_cytokines_that_beat_the_blind_baselines()
     assert t.loc["good", "auc_cell_count"] == pytest.approx(0.6)
 
 
+def test_cnn_all_is_a_family_of_its_own_and_not_the_studys():
+    rows = [
+        {"architecture": a, "augmentation": g, "cytokine": "X", "f1": 0.5, "roc_auc": x}
+        for a, g, x in [("profile", "none", 0.8), ("wide_cnn", "none", 0.6), ("cnn_all", "flips", 0.9),
+                        ("prevalence", "none", 0.5), ("position", "none", 0.5)]
+    ]  # fmt: skip
+    tests = pd.DataFrame({"cytokine": ["X"], "p": [1e-4], "n_perm": 9999})
+    t = call.decide(pd.DataFrame(rows), {}, tests, ["X"], {}, 0.05, 0.95).set_index("cytokine")
+    assert t.loc["X", "best_family"] == "all-wells CNN" and t.loc["X", "best_predictor"] == "cnn_all/flips"
+    assert t.loc["X", "auc_all-wells_CNN"] == pytest.approx(0.9)
+    assert t.loc["X", "auc_study_CNN"] == pytest.approx(0.6)
+    assert t.loc["X", "study_vs_profile_auc_diff"] == pytest.approx(-0.2)  # the study's own protocol
+
+
 def test_paired_difference_uses_shared_draws():
     draws = {("X", "a", "none"): {"roc_auc": np.array([0.9, 0.8, 0.85])},
              ("X", "b", "none"): {"roc_auc": np.array([0.7, 0.7, 0.75])}}  # fmt: skip

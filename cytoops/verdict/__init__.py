@@ -1,10 +1,10 @@
 """verdict: which cytokines a plate's images predict, with which model, and how sure.
 
 The answer comes first. A cytokine is **predictable from images** when the best predictor that reads the
-thumbnails, of any family (the study's five architectures, our multitask CNN, the morphological profile,
-cell count), beats the image-blind baselines (prevalence, well position) on held-out wells, under a test
-whose false-call rate on plates of pure noise has been measured (benchmarks/answer.py, its null plates;
-docs/statistics.md).
+thumbnails, of any family (the study's five architectures, our multitask and all-wells CNNs, the
+morphological profile, cell count), beats the image-blind baselines (prevalence, well position) on held-out
+wells, under a test whose false-call rate on plates of pure noise has been measured (benchmarks/answer.py,
+its null plates; docs/statistics.md).
 
 Modules, in the order the stage uses them:
 - `baselines`: prevalence, position, cell count and embeddings, fitted on the very same folds;

@@ -26,6 +26,7 @@ FAMILIES = {
     "vit": "study ViT",
     "profile": "profile",
     "multitask": "multitask CNN",
+    "cnn_all": "all-wells CNN",  # the Wider CNN on every labelled well, class-weighted
     **{name: name.replace("_", " ") for name in IMAGE_READOUTS},
 }
 

@@ -9,9 +9,9 @@ held-out plate and pooled: the mean over held-out plates (as the within-plate AU
 the verdict's cluster-bootstrap interval (treatment groups resampled within each held-out plate,
 `metrics.summarize`).
 
-The trainer's models (the study's CNNs and ViTs, the multitask CNN) are not re-trained here (the verdict does
-not import the trainer): their rows say so in the `note` column. On one plate there is no estimate: an empty
-table, and NaN in predictable.csv's `lopo_*` columns.
+The trainer's models (the study's CNNs and ViTs, the multitask and all-wells CNNs) are not re-trained here
+(the verdict does not import the trainer): their rows say so in the `note` column. On one plate there is no
+estimate: an empty table, and NaN in predictable.csv's `lopo_*` columns.
 """
 
 from __future__ import annotations
