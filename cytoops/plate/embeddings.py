@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from cytoops.plate.problems import Problem, present
-from cytoops.plate.table import NUMBER, read_table
+from cytoops.plate.table import NUMBER, read_values
 from cytoops.plate.wells import row_major
 
 
@@ -17,15 +17,11 @@ def read_embeddings(path: Path, plate_id: str, fmt: int | None, problems: list) 
     file = path / "embeddings.csv"
     if not present(file):
         return None
-    table = read_table(file, plate_id, fmt, problems)
+    table = read_values(file, plate_id, fmt, problems, "embedding", "add the vector's columns next to 'well'")
     if table is None:
         return None
     columns, rows = table
     name = str(file)
-    if not columns:
-        fix = "add the vector's columns next to 'well'"
-        problems.append(Problem(name, "row 1", "has no embedding column", fix))
-        return None
     values = np.full((len(rows), len(columns)), np.nan)
     for i, (where, _, cells) in enumerate(rows):
         for j, text in enumerate(cells):

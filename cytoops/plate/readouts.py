@@ -9,7 +9,7 @@ import pandas as pd
 
 from cytoops.plate.problems import Problem
 from cytoops.plate.slugs import SLUG_MAX, long_slug, slugify
-from cytoops.plate.table import NUMBER, parse_number, read_table
+from cytoops.plate.table import NUMBER, parse_number, read_values
 from cytoops.plate.wells import row_major
 
 BELOW = {"oor<", "<lloq"}  # compared lower case with spaces removed
@@ -32,15 +32,12 @@ def _readout(text: str) -> float | str | None:
 def read_readouts(path: Path, plate_id: str, fmt: int | None, problems: list) -> pd.DataFrame | None:
     """cytokines.csv by well, one float column per cytokine (range flags placed); None when unusable."""
     file = path / "cytokines.csv"
-    table = read_table(file, plate_id, fmt, problems)
+    fix = "add one column per cytokine next to 'well', named as the assay names it"
+    table = read_values(file, plate_id, fmt, problems, "cytokine", fix)
     if table is None:
         return None
     columns, rows = table
     name = str(file)
-    if not columns:
-        fix = "add one column per cytokine next to 'well', named as the assay names it"
-        problems.append(Problem(name, "row 1", "has no cytokine column", fix))
-        return None
     slugs: dict[str, str] = {}
     for column in columns:
         try:

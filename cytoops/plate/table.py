@@ -16,6 +16,16 @@ MISSING = {"", "na", "nan", "n/a"}  # compared lower case
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
+def read_values(file: Path, plate_id: str, fmt: int | None, problems: list[Problem], column: str, fix: str):
+    """`read_table` of a file that needs value columns: None, and a problem naming the missing `column`
+    (e.g. 'cytokine') and the `fix`, when it has none."""
+    table = read_table(file, plate_id, fmt, problems)
+    if table is not None and not table[0]:
+        problems.append(Problem(str(file), "row 1", f"has no {column} column", fix))
+        return None
+    return table
+
+
 def read_table(
     file: Path, plate_id: str, fmt: int | None, problems: list[Problem]
 ) -> tuple[list[str], list[tuple[str, str, list[str]]]] | None:
