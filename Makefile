@@ -30,6 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check cytoops tests benchmarks
 
 bench: $(STAMP)
+	$(BIN)/dvc pull --quiet data.dvc  # the demo plate, as make demo gets it (a no-op once pulled)
 	$(BIN)/python benchmarks/bench.py --out benchmarks/results.json
 
 clean-venv:
