@@ -101,15 +101,20 @@ def table(
     return pd.DataFrame(rows, columns=COLUMNS), curve
 
 
+SHOWN_CURVES = 8  # reliability curves drawn at most: more cannot be told apart
+
+
 def figure(transfer: pd.DataFrame, curves: pd.DataFrame, path: Path) -> Path:
-    """ROC AUC on the new plate (95% interval) beside the cross-validated one per cytokine; and the
-    reliability curves."""
+    """ROC AUC on the new plate (95% interval) beside the cross-validated one per cytokine, best on this plate
+    first; and the reliability curves (of the `SHOWN_CURVES` best, when there are more)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    transfer = transfer.sort_values("roc_auc", ascending=False, na_position="last")
+    width = max(11.0, 6.0 + 0.32 * len(transfer))  # room for every cytokine's name
+    fig, (left, right) = plt.subplots(1, 2, figsize=(width, 4.8), width_ratios=[max(1.0, width / 5.5 - 1), 1])
     k = np.arange(len(transfer))
     for offset, prefix, label in ((-0.12, "", "this plate"), (0.12, "cv_", "cross-validated (deployed on)")):
         mid = pd.to_numeric(transfer[f"{prefix}roc_auc"], errors="coerce").to_numpy(float)
@@ -118,22 +123,27 @@ def figure(transfer: pd.DataFrame, curves: pd.DataFrame, path: Path) -> Path:
         err = np.vstack([np.where(np.isnan(lo), 0, mid - lo), np.where(np.isnan(hi), 0, hi - mid)])
         left.errorbar(k + offset, mid, yerr=np.nan_to_num(err), fmt="o", capsize=3, label=label)
     left.axhline(0.5, color="grey", lw=0.8, ls=":")
-    left.set_xticks(k, transfer.cytokine, rotation=30, ha="right")
+    left.set_xticks(k, transfer.cytokine, rotation=60, ha="right", fontsize=8)
     left.set_xlim(-0.6, max(len(transfer), 1) - 0.4)
     left.set_ylim(0, 1.02)
     left.set_ylabel(f"ROC AUC ({LEVEL:.0%} interval)")
     left.set_title("ROC AUC on this plate vs cross-validated", fontsize=10)
     left.legend(fontsize=8)
     right.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-    for cytokine, g in curves.groupby("cytokine", sort=True):
+    shown = list(transfer.cytokine[transfer.cytokine.isin(curves.cytokine)][:SHOWN_CURVES])
+    for cytokine in shown:
+        g = curves[curves.cytokine == cytokine]
         right.plot(g.mean_predicted, g.fraction_responders, "o-", ms=3, label=cytokine)
     right.set_xlim(0, 1)
     right.set_ylim(0, 1)
     right.set_xlabel("mean P(responder) in the bin")
     right.set_ylabel("fraction of responders")
-    right.set_title("Reliability (calibration) on this plate", fontsize=10)
-    if len(curves):
-        right.legend(fontsize=7)
+    more = curves.cytokine.nunique() > len(shown)
+    right.set_title(
+        "Reliability on this plate" + (f" ({len(shown)} best by ROC AUC)" if more else ""), fontsize=10
+    )
+    if shown:
+        right.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
