@@ -206,9 +206,9 @@ def phase_cytoops(workdir: Path) -> None:
 
 def phase_trainers(workdir: Path) -> None:
     """The trainer against the fp32 matmul rate, on one thread as a grid worker (`trainers.py`)."""
-    from cytoops import dataset
+    from cytoops import backends, dataset
 
-    trainers.one_thread()
+    backends.one_thread()
     config, p = load_config(workdir)
     vit_path = workdir / "features" / "vit.npz"
     inputs = dataset.load_inputs(
@@ -419,6 +419,9 @@ PHASES = {
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.phase:
+        from cytoops import backends
+
+        backends.import_tensorflow()  # every side on the same kernels as the grid's workers (oneDNN)
         PHASES[args.phase](args.workdir)
         return 0
 

@@ -95,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "fitter_speed.json")
     args = parser.parse_args(argv)
 
-    trainers.one_thread()
-    from cytoops import augment, train, wrangle
+    from cytoops import augment, backends, train, wrangle
+
+    backends.one_thread()
     from cytoops import params as params_mod
     from cytoops.fitter import Fitter
 

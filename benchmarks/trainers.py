@@ -52,17 +52,13 @@ def task_units(task, source: np.ndarray, views, strategies, params) -> list[tupl
     return out
 
 
-def one_thread() -> None:
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-
-
-def measure(inputs, params, tasks_per_architecture: int, matmul: float, log=print) -> dict:
-    """One TensorFlow thread (call `one_thread` first, as a grid worker does): the first
+def measure(
+    inputs, params, tasks_per_architecture: int, matmul: float, log=print, outputs: dict | None = None
+) -> dict:
+    """One TensorFlow thread (call `backends.one_thread` first, as a grid worker does): the first
     `tasks_per_architecture` tasks of each architecture, their units fitted one after another by one Fitter
-    after a 1-epoch warm-up fit (tracing is not timed); seconds, useful GFLOP/s and its share of `matmul`."""
+    after a 1-epoch warm-up fit (tracing is not timed); seconds, useful GFLOP/s and its share of `matmul`.
+    `outputs`, when given, gets each unit's epochs run and test probabilities, by the unit's name."""
     from cytoops import dataset, train
     from cytoops.fitter import Fitter
     from cytoops.params import architecture_kind
@@ -93,7 +89,9 @@ def measure(inputs, params, tasks_per_architecture: int, matmul: float, log=prin
                 model, history, _ = fitter.fit(
                     arch, a.x_fit, a.y_fit, a.x_val, a.y_val, unit.seed(params.seed)
                 )
-                fitter.probability(model, a.x_test)
+                prob = fitter.probability(model, a.x_test)
+                if outputs is not None:
+                    outputs[str(unit)] = {"epochs": len(history["loss"]), "prob": prob.tolist()}
                 flops += unit_flops(forward, a, len(history["loss"]))
             seconds += time.perf_counter() - t0
             n_units += len(units)

@@ -30,12 +30,25 @@ Part = dict[str, list]
 RunTask = Callable  # (task, inputs, params, fitter, sources) -> Part
 
 
-def quiet_tensorflow() -> None:
-    """Import TensorFlow with the process' stderr closed. TensorFlow >= 2.18 writes its oneDNN notice
-    through absl before it reads TF_CPP_MIN_LOG_LEVEL, so the variable alone cannot hide it; an import
-    error still surfaces (raised once stderr is back)."""
+ONEDNN = "TF_ENABLE_ONEDNN_OPTS"  # TensorFlow reads it once, when it is imported
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow as cytoops runs it: oneDNN's kernels on, start-up notices off the screen.
+
+    oneDNN: TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX; on
+    an AVX2 CPU (an AMD EPYC here) it runs Eigen's, and the deep CNN's fit takes 1.4x as long
+    (benchmarks/README.md, "oneDNN on every x86 CPU"). So TF_ENABLE_ONEDNN_OPTS=1 unless the environment
+    already says (TF_ENABLE_ONEDNN_OPTS=0 to compare). It is set in this process' environment, so the
+    processes it starts (the local backend's workers, a local Ray runtime) import TensorFlow the same way.
+
+    Quiet: TensorFlow >= 2.18 writes its oneDNN notice through absl before it reads TF_CPP_MIN_LOG_LEVEL, so
+    the variable alone cannot hide it; stderr is closed while it imports. An import error still surfaces
+    (raised once stderr is back).
+    """
     if "tensorflow" in sys.modules:
         return
+    os.environ.setdefault(ONEDNN, "1")
     sys.stderr.flush()
     saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 2)
@@ -47,9 +60,10 @@ def quiet_tensorflow() -> None:
         os.close(null)
 
 
-def _one_thread() -> None:
-    """TensorFlow on one intra-op and one inter-op thread: the cores are shared between workers."""
-    quiet_tensorflow()
+def one_thread() -> None:
+    """TensorFlow (`import_tensorflow`) on one intra-op and one inter-op thread: a grid worker's, as the
+    cores are shared between workers."""
+    import_tensorflow()
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -69,7 +83,7 @@ def make_fitter(params):
 
 
 def _pool_init(inputs, params, run: RunTask) -> None:
-    _one_thread()
+    one_thread()
     _WORKER.update(inputs=inputs, params=params, run=run, fitter=make_fitter(params), sources={})
 
 
@@ -109,7 +123,7 @@ def _ray_task(task, inputs_box: list, params, run: RunTask) -> Part:
     import ray
 
     if not _WORKER:
-        _one_thread()
+        one_thread()
     if _WORKER.get("params") != params:
         _WORKER.update(params=params, fitter=make_fitter(params))
     ref = inputs_box[0]

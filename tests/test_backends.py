@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -127,3 +128,30 @@ def test_a_worker_killed_mid_task_is_retried_and_the_stage_completes(grid, two_n
     with pytest.raises(ray.exceptions.WorkerCrashedError):
         list(backends.run_ray(tasks, inputs, no_retry, run, 2))
     assert marker.is_file()
+
+
+ONEDNN_ON = "from tensorflow.python.util import _pywrap_util_port as u; print(u.IsMklEnabled())"
+
+
+@pytest.mark.parametrize("flag, on", [(None, True), ("1", True), ("0", False)])
+def test_tensorflow_runs_its_onednn_kernels_unless_the_environment_says_otherwise(flag, on):
+    env = {k: v for k, v in os.environ.items() if k != backends.ONEDNN}
+    env.update({} if flag is None else {backends.ONEDNN: flag})
+    code = f"from cytoops import backends; backends.import_tensorflow(); {ONEDNN_ON}"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == str(on)
+
+
+def onednn_in_this_worker(task, inputs, params, fitter, sources):
+    from tensorflow.python.util import _pywrap_util_port
+
+    return {"on": [_pywrap_util_port.IsMklEnabled()], "pid": [os.getpid()]}
+
+
+def test_the_grid_workers_run_tensorflow_with_onednn_kernels(monkeypatch):
+    monkeypatch.delenv(backends.ONEDNN, raising=False)  # as a shell that never heard of it starts them
+    parts = [
+        part for _, part in backends.run_local([0, 1, 2, 3], None, fast_params(), onednn_in_this_worker, 2)
+    ]
+    assert {p["on"][0] for p in parts} == {True}
+    assert all(p["pid"][0] != os.getpid() for p in parts), "run in spawned workers, not in this process"
