@@ -419,9 +419,9 @@ PHASES = {
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.phase:
-        from cytoops import backends
+        from cytoops import machine
 
-        backends.import_tensorflow()  # every side on the same kernels as the grid's workers (oneDNN)
+        machine.import_tensorflow()  # every side on the same kernels as the grid's workers (oneDNN)
         PHASES[args.phase](args.workdir)
         return 0
 

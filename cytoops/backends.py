@@ -22,48 +22,19 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+
+from cytoops import machine
 
 Part = dict[str, list]
 RunTask = Callable  # (task, inputs, params, fitter, sources) -> Part
 
 
-ONEDNN = "TF_ENABLE_ONEDNN_OPTS"  # TensorFlow reads it once, when it is imported
-
-
-def import_tensorflow() -> None:
-    """Import TensorFlow as cytoops runs it: oneDNN's kernels on, start-up notices off the screen.
-
-    oneDNN: TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX; on
-    an AVX2 CPU (an AMD EPYC here) it runs Eigen's, and the deep CNN's fit takes 1.4x as long
-    (benchmarks/README.md, "oneDNN on every x86 CPU"). So TF_ENABLE_ONEDNN_OPTS=1 unless the environment
-    already says (TF_ENABLE_ONEDNN_OPTS=0 to compare). It is set in this process' environment, so the
-    processes it starts (the local backend's workers, a local Ray runtime) import TensorFlow the same way.
-
-    Quiet: TensorFlow >= 2.18 writes its oneDNN notice through absl before it reads TF_CPP_MIN_LOG_LEVEL, so
-    the variable alone cannot hide it; stderr is closed while it imports. An import error still surfaces
-    (raised once stderr is back).
-    """
-    if "tensorflow" in sys.modules:
-        return
-    os.environ.setdefault(ONEDNN, "1")
-    sys.stderr.flush()
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 2)
-    try:
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
-
-
 def one_thread() -> None:
-    """TensorFlow (`import_tensorflow`) on one intra-op and one inter-op thread: a grid worker's, as the
-    cores are shared between workers."""
-    import_tensorflow()
+    """TensorFlow (`machine.import_tensorflow`) on one intra-op and one inter-op thread: a grid worker's, as
+    the cores are shared between workers."""
+    machine.import_tensorflow()
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)

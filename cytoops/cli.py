@@ -7,7 +7,7 @@ memory is one line too, and exit status 1.
 Output: a command's answer (a table, JSON) is printed here; every module logs what it does to its own
 `logging` logger (`cytoops.<module>`), which `configure_logging` sends to the screen as plain lines: info to
 stdout, warnings to stderr. TensorFlow's own start-up notices are kept off the screen
-(`backends.import_tensorflow`, which also turns TensorFlow's oneDNN kernels on).
+(`machine.import_tensorflow`, which also turns TensorFlow's oneDNN kernels on).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import typer
 
 from cytoops import (
     augment,
-    backends,
     demo,
     evaluate,
     features,
+    machine,
     pipeline,
     plate,
     predict,
@@ -177,5 +177,5 @@ def main() -> None:
     """Console entry point: import TensorFlow as cytoops runs it (for the commands that use it), then run."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if TENSORFLOW_COMMANDS & set(sys.argv[1:2]):
-        backends.import_tensorflow()
+        machine.import_tensorflow()
     app()

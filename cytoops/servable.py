@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cytoops import profile, serving
+from cytoops import machine, profile, serving
 from cytoops.linear import Linear
 from cytoops.params import ARCHITECTURES, CNN_KINDS
 from cytoops.serving import Recipe, ServedModel
@@ -251,6 +251,7 @@ class VitModel(ServedModel):
         self.head = self.vit = None
 
     def load_context(self, context) -> None:
+        machine.import_tensorflow()  # as in serving.ThumbnailModel
         import keras
 
         from cytoops import models

@@ -25,7 +25,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from cytoops import wrangle
+from cytoops import machine, wrangle
 from cytoops.plate import resize
 
 KERAS_ARTIFACT = "keras_model"
@@ -226,6 +226,7 @@ class ThumbnailModel(ServedModel):
         self.model = None
 
     def load_context(self, context) -> None:
+        machine.import_tensorflow()  # a server imports TensorFlow here: the grid's kernels
         import keras
 
         self.model = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)

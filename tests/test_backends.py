@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 import ray  # the `ray` extra: `make test` installs it
 from test_train import fast_params, synthetic_inputs
 
-from cytoops import backends, cvresult, tables, train
+from cytoops import backends, cvresult, machine, tables, train
 from cytoops.params import BACKENDS, TrainParams
 
 RAY_INIT = dict(include_dashboard=False, log_to_driver=False)
@@ -130,18 +129,6 @@ def test_a_worker_killed_mid_task_is_retried_and_the_stage_completes(grid, two_n
     assert marker.is_file()
 
 
-ONEDNN_ON = "from tensorflow.python.util import _pywrap_util_port as u; print(u.IsMklEnabled())"
-
-
-@pytest.mark.parametrize("flag, on", [(None, True), ("1", True), ("0", False)])
-def test_tensorflow_runs_its_onednn_kernels_unless_the_environment_says_otherwise(flag, on):
-    env = {k: v for k, v in os.environ.items() if k != backends.ONEDNN}
-    env.update({} if flag is None else {backends.ONEDNN: flag})
-    code = f"from cytoops import backends; backends.import_tensorflow(); {ONEDNN_ON}"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split()[-1] == str(on)
-
-
 def onednn_in_this_worker(task, inputs, params, fitter, sources):
     from tensorflow.python.util import _pywrap_util_port
 
@@ -149,7 +136,7 @@ def onednn_in_this_worker(task, inputs, params, fitter, sources):
 
 
 def test_the_grid_workers_run_tensorflow_with_onednn_kernels(monkeypatch):
-    monkeypatch.delenv(backends.ONEDNN, raising=False)  # as a shell that never heard of it starts them
+    monkeypatch.delenv(machine.ONEDNN, raising=False)  # as a shell that never heard of it starts them
     parts = [
         part for _, part in backends.run_local([0, 1, 2, 3], None, fast_params(), onednn_in_this_worker, 2)
     ]
