@@ -370,6 +370,7 @@ def pick_subset(tasks, folds: int, strategies, per_arch: int, seed: int) -> list
 def machine_info(load_start, load: probe.LoadSampler, cy: dict) -> dict:
     return {
         "cpu_model": probe.cpu_model(),
+        "cpu_isa": probe.cpu_isa(),
         "cores": os.cpu_count(),
         "cores_available": probe.cores_available(),
         "memory_gb": probe.memory_gb(),

@@ -56,7 +56,12 @@ def child(workdir: Path, out: Path, architectures: list[str], tasks: int) -> Non
     )
     outputs: dict = {}
     measured = trainers.measure(inputs, p.train, tasks, probe.matmul_gflops(), log=print, outputs=outputs)
-    measured.update(onednn=bool(_pywrap_util_port.IsMklEnabled()), flag=os.environ.get(FLAG), units=outputs)
+    measured.update(
+        onednn=bool(_pywrap_util_port.IsMklEnabled()),
+        flag=os.environ.get(FLAG),
+        peak_rss_mb=probe.rusage_mb()["self"],
+        units=outputs,
+    )
     out.write_text(json.dumps(measured))
 
 
@@ -139,10 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         "by fitter.Fitter on one TensorFlow thread, in processes with TF_ENABLE_ONEDNN_OPTS=0 and =1 "
         "alternating; the fastest round of each",
         "onednn_in_process": {f: [m["onednn"] for m in runs[f]] for f in runs},
+        "peak_rss_mb": {f: [m["peak_rss_mb"] for m in runs[f]] for f in runs},
         "matmul_gflops_fp32_one_thread": {f: [m["matmul_gflops_fp32"] for m in runs[f]] for f in runs},
         "by_architecture": by_arch,
         "machine": {
             "cpu_model": probe.cpu_model(),
+            "cpu_isa": probe.cpu_isa(),
             "cores": os.cpu_count(),
             "load_during_run": load.summary(),
         },

@@ -28,6 +28,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+ISA = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_isa() -> list[str]:
+    """The CPU's vector and matrix extensions that decide TensorFlow's CPU kernels (oneDNN on by default from
+    AVX-512 VNNI on) and how fast they run: the ones in ISA that /proc/cpuinfo lists."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") and ":" in line:
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in ISA if f in flags]
+    except OSError:
+        pass
+    return []
+
+
 def memory_gb() -> float | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

@@ -23,6 +23,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
 UNIT_KEYS = {"architecture", "augmentation", "cytokine", "repeat", "fold"}
 sys.path.insert(0, str(BENCH.parent))
 import bench  # noqa: E402 - benchmarks/ is not a package: on the path above
+import probe  # noqa: E402
 
 
 def test_the_study_side_fits_the_wells_cytoops_fits(monkeypatch):
@@ -96,6 +97,7 @@ def test_quick_benchmark_writes_every_field(tiny_plate, tmp_path):
     assert r["quick"] is True
     m = r["machine"]
     assert m["cpu_model"] and m["cores"] >= 1 and m["tensorflow"] and len(m["load_average_at_start"]) == 3
+    assert isinstance(m["cpu_isa"], list) and set(m["cpu_isa"]) <= set(probe.ISA)
 
     grid = r["grid"]
     assert grid["cytokines"] >= 1 and grid["vit_layers"] == 1
