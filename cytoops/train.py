@@ -452,6 +452,14 @@ def run_multitask(task: Task, inputs: Inputs, params: TrainParams, sources: dict
     return out
 
 
+def model_fits(fits: pd.DataFrame) -> int:
+    """Models fitted, as the progress bar counts them: a fold unit each, except the multitask model's, one fit
+    for all the cytokines of its fold (its rows in `fits` are per cytokine)."""
+    multitask = fits.architecture.map(architecture_kind) == "multitask"
+    shared = fits[multitask].drop_duplicates(["architecture", "augmentation", "repeat", "fold"])
+    return int((~multitask).sum()) + len(shared)
+
+
 def cross_validate(
     inputs: Inputs, params: TrainParams, progress: bool = True, cache: Path | None = None
 ) -> Result:
@@ -581,8 +589,8 @@ def command(
     save(result, out)
     check_trained(result.fits, result.failures, out / "failures.csv")
     log.info(
-        f"train: {len(result.fits)} fits, {len(result.failures)} failed, "
-        f"{result.fits.seconds.sum():.0f} s of fitting -> {out}"
+        f"train: {model_fits(result.fits)} fits ({len(result.fits)} fold units), {len(result.failures)} "
+        f"failed, {result.fits.seconds.sum():.0f} s of fitting -> {out}"
     )
     for row in result.failures.itertuples():
         log.warning(

@@ -749,3 +749,11 @@ def test_a_class_too_rare_to_stratify_is_handled_without_sklearn_warning(recwarn
     assert not train.too_rare_to_stratify(np.array([1, 0] * 5), groups, 0.2)
     val = train.split_validation(y, groups, 0.2, seed=0)
     assert val.sum() == 2 and not [w for w in recwarn if "least populated class" in str(w.message)]
+
+
+def test_model_fits_counts_the_multitask_model_once_per_fold():
+    """The log's fit count is the progress bar's: the multitask CNN's rows (one per cytokine) are one fit."""
+    rows = [("wide_cnn", "none", c, 0, f) for c in ("IL-6", "CCL2") for f in (0, 1)]
+    rows += [("multitask_cnn", "flips", c, 0, f) for c in ("IL-6", "CCL2", "IL-8") for f in (0, 1)]
+    fits = pd.DataFrame(rows, columns=["architecture", "augmentation", "cytokine", "repeat", "fold"])
+    assert train.model_fits(fits) == 4 + 2
