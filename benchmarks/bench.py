@@ -545,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     total = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
     result["bench_wall_seconds"] = targets["bench_wall_seconds"] = total
-    targets["bench_under_15_minutes"] = total < 900
+    targets["bench_under_15_minutes"] = total < 900  # an earlier issue's goal
+    targets["bench_under_30_minutes"] = total < 1800  # issue 21's limit
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(clean(result), indent=2, ensure_ascii=False) + "\n")
     sp = body["speedup"] or {}

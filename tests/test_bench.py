@@ -164,6 +164,7 @@ def test_quick_benchmark_writes_every_field(tiny_plate, tmp_path):
         "cnn_trainers_at_60_percent_of_matmul",
     } <= set(t)
     assert r["bench_wall_seconds"] > 0
+    assert t["bench_under_30_minutes"] is (r["bench_wall_seconds"] < 1800)
 
 
 def test_large_image_benchmark_writes_its_fields(tmp_path):
