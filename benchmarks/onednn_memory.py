@@ -39,7 +39,8 @@ def main() -> int:
             cmd += ["--out", f"{tmp}/train_{flag}", "--params", str(a.params)]
             cmd += [arg for s in GRID for arg in ("--set", s)]
             seconds, peak = probe.run_sampled(cmd, {**os.environ, "TF_ENABLE_ONEDNN_OPTS": flag})
-            runs[flag] = {"seconds": round(seconds, 1), "peak_tree_mb": round(peak or 0.0, 1)}
+            peak_mb = None if peak is None else round(peak, 1)  # None: no /proc to sample
+            runs[flag] = {"seconds": round(seconds, 1), "peak_tree_mb": peak_mb}
             print(flag, runs[flag], flush=True)
     out = {
         "what": "cytoops train on the demo plate, grid " + ", ".join(GRID) + " (248 fits, 2 workers): summed "
