@@ -13,6 +13,7 @@ stdout, warnings to stderr. TensorFlow's own start-up notices are kept off the s
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import logging
 import os
@@ -22,37 +23,15 @@ from pathlib import Path
 
 import typer
 
-from cytoops import (
-    augment,
-    demo,
-    evaluate,
-    features,
-    machine,
-    pipeline,
-    plate,
-    predict,
-    profile,
-    register,
-    registry,
-    tracking,
-    train,
-    wrangle,
-)
-from cytoops.verdict import stage as verdict_stage
+from cytoops import machine, plate
 
-app = typer.Typer(
-    help=(
-        "cytoops: train per-cytokine responder classifiers from 64x64 well thumbnails "
-        "(actin, mito, nucleus), "
-        "compare architectures and augmentations honestly, and say which cytokines images predict.\n\n"
-        "Quick start: `cytoops demo-plate data/` writes a simulated plate; `cytoops validate data/` checks a "
-        "plate; `dvc repro` (or `cytoops run --data data --out out`) runs wrangle, augment, features, train "
-        "and evaluate. Parameters live in params.yaml; every stage takes --set section.key=value."
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+HELP = (
+    "cytoops: train per-cytokine responder classifiers from 64x64 well thumbnails "
+    "(actin, mito, nucleus), "
+    "compare architectures and augmentations honestly, and say which cytokines images predict.\n\n"
+    "Quick start: `cytoops demo-plate data/` writes a simulated plate; `cytoops validate data/` checks a "
+    "plate; `dvc repro` (or `cytoops run --data data --out out`) runs wrangle, augment, features, train "
+    "and evaluate. Parameters live in params.yaml; every stage takes --set section.key=value."
 )
 
 
@@ -143,39 +122,63 @@ def models_command(
         )
 
 
-COMMANDS: dict[str, Callable] = {
-    "demo-plate": demo.command,
-    "validate": plate.validate_command,
-    "wrangle": wrangle.command,
-    "augment": augment.command,
-    "features": features.command,
-    "profile": profile.command,
-    "train": train.command,
-    "evaluate": evaluate.command,
-    "run": pipeline.command,
-    "summary": evaluate.summary_command,
-    "track": tracking.command,
-    "ui-url": tracking.ui_url_command,
-    "register": register.command,
-    "best-model": registry.best_model_command,
-    "predict": predict.command,
-    "verdict": verdict_stage.command,
-    "models": models_command,
+# subcommand -> "module:function"; a command imports its own module only (`build`): a stage that needs
+# neither MLflow nor scikit-learn does not pay for importing them (~2 s a command)
+COMMANDS: dict[str, str] = {
+    "demo-plate": "cytoops.demo:command",
+    "validate": "cytoops.plate:validate_command",
+    "wrangle": "cytoops.wrangle:command",
+    "augment": "cytoops.augment:command",
+    "features": "cytoops.features:command",
+    "profile": "cytoops.profile:command",
+    "train": "cytoops.train:command",
+    "evaluate": "cytoops.evaluate:command",
+    "run": "cytoops.pipeline:command",
+    "summary": "cytoops.evaluate:summary_command",
+    "track": "cytoops.tracking:command",
+    "ui-url": "cytoops.tracking:ui_url_command",
+    "register": "cytoops.register:command",
+    "best-model": "cytoops.registry:best_model_command",
+    "predict": "cytoops.predict:command",
+    "verdict": "cytoops.verdict.stage:command",
+    "models": "cytoops.cli:models_command",
 }
-TENSORFLOW_COMMANDS = {"features", "train", "run", "register", "predict", "models", "verdict"}
-
-for _name, _fn in COMMANDS.items():
-    app.command(_name)(_friendly(_fn))
+TENSORFLOW_COMMANDS = {"features", "train", "run", "register", "predict", "models"}
 
 
-@app.callback()
 def _setup() -> None:
     configure_logging()
 
 
+def build(names: list[str] | None = None) -> typer.Typer:
+    """The typer app with the named subcommands (default: all), importing only their modules."""
+    app = typer.Typer(
+        help=HELP,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+    )
+    app.callback()(_setup)
+    for name in names or COMMANDS:
+        module, function = COMMANDS[name].split(":")
+        app.command(name)(_friendly(getattr(importlib.import_module(module), function)))
+    return app
+
+
+@functools.cache
+def __getattr__(name: str):
+    """`cli.app`: every subcommand (tests, docs), built on first use; `main` builds only the one it runs."""
+    if name == "app":
+        return build()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def main() -> None:
-    """Console entry point: import TensorFlow as cytoops runs it (for the commands that use it), then run."""
+    """Console entry point: import TensorFlow as cytoops runs it (for the commands that use it), then run the
+    subcommand named (its module alone imported), or, for --help or no subcommand, the whole app."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if TENSORFLOW_COMMANDS & set(sys.argv[1:2]):
+    wanted = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in COMMANDS else None
+    if wanted in TENSORFLOW_COMMANDS:
         machine.import_tensorflow()
-    app()
+    build([wanted] if wanted else None)()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import typer
-from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import roc_auc_score
 
 from cytoops import cvresult, tables, wrangle
 from cytoops.params import STUDY_ARCHITECTURES, EvaluateParams
@@ -26,14 +26,24 @@ METRICS = ["f1", "precision", "recall", "roc_auc", "balanced_accuracy"]
 
 
 def fold_scores(label: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    call = (prob >= threshold).astype(int)
+    """F1, precision, recall (0 where undefined), ROC AUC and balanced accuracy (NaN with one class) of
+    calling a well a responder at `prob >= threshold`.
+
+    The same floats as sklearn's scorers (tested bit for bit): the confusion counts are integers, so each
+    ratio is one correctly rounded division whatever the formula's order; ROC AUC is sklearn's own. Computed
+    from the counts because sklearn's input checks made its four scorers most of the evaluate stage.
+    """
+    label = np.asarray(label)
+    truth, call = label == 1, np.asarray(prob) >= threshold
+    tp, fp = int(np.sum(truth & call)), int(np.sum(~truth & call))
+    fn, tn = int(np.sum(truth & ~call)), int(np.sum(~truth & ~call))
     both = len(np.unique(label)) == 2
     return {
-        "f1": f1_score(label, call, zero_division=0),
-        "precision": precision_score(label, call, zero_division=0),
-        "recall": recall_score(label, call, zero_division=0),
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "recall": tp / (tp + fn) if tp + fn else 0.0,
         "roc_auc": roc_auc_score(label, prob) if both else np.nan,
-        "balanced_accuracy": balanced_accuracy_score(label, call) if both else np.nan,
+        "balanced_accuracy": (tn / (tn + fp) + tp / (tp + fn)) / 2 if both else np.nan,
     }
 
 

@@ -50,6 +50,34 @@ def test_fold_scores_with_one_class_have_no_auc_and_no_division_error():
     assert s["f1"] == 0.0 and s["precision"] == 0.0 and s["recall"] == 0.0
 
 
+def test_fold_scores_are_sklearns_floats_bit_for_bit():
+    from sklearn.metrics import (
+        balanced_accuracy_score,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
+    rng = np.random.default_rng(0)
+    for n in [1, 2, 3, 7, 30, 193]:
+        for _ in range(40):
+            label = (rng.random(n) < rng.random()).astype(int)
+            prob = rng.random(n) ** rng.uniform(0.2, 5)
+            call = (prob >= 0.5).astype(int)
+            both = len(np.unique(label)) == 2
+            want = {
+                "f1": f1_score(label, call, zero_division=0),
+                "precision": precision_score(label, call, zero_division=0),
+                "recall": recall_score(label, call, zero_division=0),
+                "roc_auc": roc_auc_score(label, prob) if both else np.nan,
+                "balanced_accuracy": balanced_accuracy_score(label, call) if both else np.nan,
+            }
+            got = evaluate.fold_scores(label, prob)
+            for k, v in want.items():
+                assert (np.isnan(v) and np.isnan(got[k])) or got[k] == v, (k, n, got[k], v)
+
+
 def unit_rows(arch, aug, cytokine, fold, label, prob):
     n = len(label)
     return pd.DataFrame(
