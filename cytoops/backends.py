@@ -66,6 +66,7 @@ def _pool_run(task) -> Part:
 def run_local(tasks: list, inputs, params, run: RunTask, workers: int) -> Iterator[tuple[object, object]]:
     """One process (workers == 1, TensorFlow's default threads) or a pool of `workers` spawned processes."""
     if workers == 1:
+        machine.import_tensorflow()  # the CLI leaves it to the process that fits (a pool's workers import it)
         fitter, sources = make_fitter(params), {}
         for task in tasks:
             yield task, run(task, inputs, params, fitter, sources)

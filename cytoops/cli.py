@@ -143,7 +143,9 @@ COMMANDS: dict[str, str] = {
     "verdict": "cytoops.verdict.stage:command",
     "models": "cytoops.cli:models_command",
 }
-TENSORFLOW_COMMANDS = {"features", "train", "run", "register", "predict", "models"}
+# imported before the command runs (quietly, oneDNN on: `machine.import_tensorflow`); train's workers import
+# it themselves, and its coordinating process does only when it fits in-process (`backends.run_local`)
+TENSORFLOW_COMMANDS = {"features", "run", "register", "predict", "models"}
 
 
 def _setup() -> None:
