@@ -26,18 +26,21 @@ for path in (HERE.parent, HERE):
         sys.path.insert(0, str(path))
 
 import probe  # noqa: E402 - benchmarks/ itself, put on the path above
+import trainers  # noqa: E402
 
 from cytoops import machine  # noqa: E402
 
-BATCH, SIZE, FILTERS, HIDDEN = 32, 64, 32, 32
+BATCH, SIZE = 32, 64  # the study's batch and thumbnail size
 
 
 def mean_ms(f, *args, n: int = 30) -> float:
+    import tensorflow as tf
+
     f(*args), f(*args)
     t = time.perf_counter()
     for _ in range(n):
         out = f(*args)
-    [np.asarray(v) for v in __import__("tensorflow").nest.flatten(out)]
+    [np.asarray(v) for v in tf.nest.flatten(out)]
     return (time.perf_counter() - t) / n * 1e3
 
 
@@ -58,7 +61,9 @@ def step_fn(model, tf, keras):
 
     @tf.function
     def step(x, y):
-        apply(grads(x, y))
+        g = grads(x, y)
+        apply(g)
+        return g[0]  # something to wait for
 
     return grads, apply, step
 
@@ -75,30 +80,32 @@ def main() -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
+    model = models.build_wide_cnn((SIZE, SIZE, 3), models.ModelParams())
+    first = {type(layer).__name__: layer for layer in reversed(model.layers)}
+    conv, dense = first["Conv2D"], first["Dense"]  # the conv layer and the dense layer on its whole map
+    _, out_hw, _, filters = conv.output.shape  # the layer shapes as the study's network has them
+    flat, hidden = dense.kernel.shape
     rng = np.random.default_rng(0)
     x = tf.constant(rng.random((BATCH, SIZE, SIZE, 3), dtype=np.float32))
     y = tf.constant(rng.integers(0, 2, BATCH).astype(np.int32))
-    out_hw = SIZE - 2
-    flat = out_hw * out_hw * FILTERS
     h = tf.constant(rng.random((BATCH, flat), dtype=np.float32))
-    w = tf.constant(rng.random((flat, HIDDEN), dtype=np.float32) * 0.01)
-    dy = tf.constant(rng.random((BATCH, HIDDEN), dtype=np.float32))
-    act = tf.constant(rng.random((BATCH, out_hw, out_hw, FILTERS), dtype=np.float32) - 0.5)
-    grad4 = tf.constant(rng.random((BATCH, out_hw, out_hw, FILTERS), dtype=np.float32))
-    kernel = tf.constant(rng.random((3, 3, 3, FILTERS), dtype=np.float32))
+    w = tf.constant(rng.random((flat, hidden), dtype=np.float32) * 0.01)
+    dy = tf.constant(rng.random((BATCH, hidden), dtype=np.float32))
+    act = tf.constant(rng.random((BATCH, out_hw, out_hw, filters), dtype=np.float32) - 0.5)
+    grad4 = tf.constant(rng.random((BATCH, out_hw, out_hw, filters), dtype=np.float32))
+    kernel = tf.constant(rng.random(conv.kernel.shape, dtype=np.float32))
 
-    model = models.build_wide_cnn((SIZE, SIZE, 3), models.ModelParams())
     grads, apply, step = step_fn(model, tf, keras)
     g = grads(x, y)
-    conv_flops = 2 * BATCH * out_hw * out_hw * 27 * FILTERS
-    dense_flops = 2 * BATCH * flat * HIDDEN
+    conv_flops = 2 * BATCH * out_hw * out_hw * int(np.prod(conv.kernel.shape))
+    dense_flops = 2 * BATCH * flat * hidden
     parts = {  # name: (function, args, FLOPs)
         "conv forward": (tf.function(lambda: tf.nn.conv2d(x, kernel, 1, "VALID")), (), conv_flops),
         "conv weight gradient": (
             tf.function(
                 lambda: tf.raw_ops.Conv2DBackpropFilter(
                     input=x,
-                    filter_sizes=[3, 3, 3, FILTERS],
+                    filter_sizes=list(conv.kernel.shape),
                     out_backprop=grad4,
                     strides=[1, 1, 1, 1],
                     padding="VALID",
@@ -124,7 +131,7 @@ def main() -> None:
             0,
         ),
         "Adam update (XLA-fused)": (apply, (g,), 0),
-        "whole step": (step, (x, y), 3 * (conv_flops + dense_flops)),
+        "whole step": (step, (x, y), 3 * BATCH * trainers.forward_flops(model)),  # the bench's accounting
     }
     rows = {}
     for name, (f, args, flops) in parts.items():
