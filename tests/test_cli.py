@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -15,14 +16,14 @@ HEAVY = ("tensorflow", "mlflow", "sklearn")
 def modules_after(*argv: str) -> set[str]:
     """The heavy packages `cytoops ARGV` imports (run as the console script runs it, in a fresh process)."""
     code = (
-        "import sys\n"
+        "import json, sys\n"
         f"sys.argv = ['cytoops', *{list(argv)!r}]\n"
         "from cytoops.cli import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    return set(eval(out.strip().splitlines()[-1]))
+    return set(json.loads(out.strip().splitlines()[-1]))
 
 
 def test_the_app_registers_every_command_under_its_name():

@@ -42,8 +42,9 @@ def fold_metrics(label: np.ndarray, prob: np.ndarray) -> dict[str, float]:
 def score_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
     """One row per (architecture, augmentation, cytokine, repeat, fold): every metric of `fold_metrics`.
 
-    Computed by `weighted_metrics` with unit weights: the same numbers as `fold_metrics` (sklearn, through
-    `evaluate.fold_scores`; tested, and `check_scores` re-checks the reported rows at run time), ~100x faster.
+    Computed by `weighted_metrics` with unit weights: the same numbers as `fold_metrics` (sklearn's, whose F1
+    `evaluate.fold_scores` reproduces from the confusion counts; tested, and `check_scores` re-checks the
+    reported rows at run time), ~100x faster.
     """
     keys = [*MODEL, *FOLD]
     rows = []
@@ -55,7 +56,8 @@ def score_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
 
 def check_scores(scores: pd.DataFrame, predictions: pd.DataFrame, pairs: pd.DataFrame) -> None:
     """Recompute the folds of the given (architecture, augmentation, cytokine) rows with `fold_metrics`
-    (sklearn via `evaluate.fold_scores`) and fail loudly if any metric differs from `scores`."""
+    (sklearn's AUC, AUPRC and MCC; F1 from `evaluate.fold_scores`' confusion counts) and fail loudly if any
+    metric differs from `scores`."""
     keys = [*MODEL, *FOLD]
     want = scores.merge(pairs[[*MODEL, "cytokine"]].drop_duplicates(), on=[*MODEL, "cytokine"])
     index = predictions.set_index(keys).sort_index()
